@@ -1,0 +1,1 @@
+"""virnucpro-extract: FastESM2 + DNABERT-S training features for VirNucPro."""

@@ -1,0 +1,213 @@
+"""The `virnucpro-extract` command line: one entry point, one subcommand per pipeline step.
+
+Each subcommand runs on its own outside Nextflow; the pipeline's modules call exactly these.
+Rejected input prints one contract line per problem (`error: <file>: <record>: <problem> — <fix>`)
+and exits with status 1, which Nextflow does not retry.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .util import InputError, InputErrors, write_json, write_text
+
+EXAMPLE = "\n\n\b\nExample:\n  "
+
+
+def reports_input_errors(command):
+    """Turn InputError(s) into contract lines on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except InputErrors as exc:
+            for error in exc.errors:
+                click.echo(str(error), err=True)
+        except InputError as exc:
+            click.echo(str(exc), err=True)
+        sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name=None, version="1.0.0dev", prog_name="virnucpro-extract")
+def main():
+    """FastESM2 + DNABERT-S training features for VirNucPro, one step per subcommand."""
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command(epilog=EXAMPLE + "virnucpro-extract preflight --data_dir data/ --esm_model ./FastESM2_650 --outdir qc/")
+@click.option("--params_json", type=click.Path(exists=True, dir_okay=False), help="Pipeline params as JSON (from Nextflow).")
+@click.option("--schema", type=click.Path(exists=True, dir_okay=False), help="nextflow_schema.json to validate params against.")
+@click.option("--input", "input_", help="Samplesheet CSV: id,label,protein_fasta,dnabert_embeddings[,group].")
+@click.option("--data_dir", help="A VirNucPro data/ folder to discover chunks in.")
+@click.option("--esm_model", default=None, help="Hub id or local directory of the protein model.")
+@click.option("--max_length", type=int, default=None, help="Residues kept per protein (default 1022).")
+@click.option("--balance_hosts", is_flag=True, default=None, help="Sample host files as VirNucPro does.")
+@click.option("--seed", type=int, default=None, help="Seed of --balance_hosts (default 42).")
+@click.option("--allow_missing", is_flag=True, default=None, help="Drop ids present on one side only.")
+@click.option("--outdir", default=".", show_default=True, help="Where chunks.csv and preflight.json go.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes reading chunk files.")
+@click.option("--discover_only", is_flag=True, help="List chunks without reading them (the pipeline's stub run).")
+@reports_input_errors
+def preflight(params_json, schema, input_, data_dir, esm_model, max_length, balance_hosts, seed, allow_missing,
+              outdir, workers, discover_only):
+    """Check parameters and every input file; write the chunk manifest (chunks.csv)."""
+    from .preflight import run_preflight
+
+    params = json.loads(Path(params_json).read_text()) if params_json else {}
+    for name, value in dict(input=input_, data_dir=data_dir, esm_model=esm_model, max_length=max_length,
+                            balance_hosts=balance_hosts, seed=seed, allow_missing=allow_missing).items():
+        if value is not None:
+            params[name] = value
+    params.setdefault("esm_model", "Synthyra/FastESM2_650")
+    summary = run_preflight(params, outdir, schema, workers, discover_only)
+    click.echo(f"preflight: {summary['chunks_selected']} chunks, {summary['proteins']} proteins, "
+               f"{summary['truncated']} longer than {summary['max_length']} residues (will be truncated)", err=True)
+
+
+# ----------------------------------------------------------------------------------------------
+def parse_chunk(value: str) -> tuple[str, str]:
+    """`GROUP/ID=path.fa` -> (key, path); a bare `path.fa` is keyed by its stem."""
+    key, sep, path = value.partition("=")
+    return (key, path) if sep else (Path(value).stem, value)
+
+
+@main.command(epilog=EXAMPLE + "virnucpro-extract embed viral.1.1/output_1=output_1.fa --esm_model ./FastESM2_650 "
+              "--outdir esm/")
+@click.argument("chunks", nargs=-1, required=True)
+@click.option("--outdir", default=".", show_default=True, help="Writes <outdir>/<key>_ESM.pt per chunk.")
+@click.option("--esm_model", default="Synthyra/FastESM2_650", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Default bf16 on GPU, fp32 on CPU.")
+@click.option("--use_gpu", type=bool, default=True, show_default=True)
+@click.option("--toks_per_batch", type=int, default=None, help="Token budget per forward pass (default from free memory).")
+@click.option("--max_length", type=int, default=1022, show_default=True)
+@click.option("--trust_remote_code", type=bool, default=False, show_default=True,
+              help="Use the checkpoint's own model classes instead of transformers' EsmModel.")
+@click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
+@reports_input_errors
+def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length, trust_remote_code, stats):
+    """Embed protein FASTA chunks (GROUP/ID=FASTA or FASTA) with an ESM-2-family model."""
+    from .embed import run_embed
+
+    summary = run_embed([parse_chunk(c) for c in chunks], outdir, esm_model, precision, use_gpu, toks_per_batch,
+                        max_length, trust_remote_code)
+    if stats:
+        write_json(stats, summary)
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command(epilog=EXAMPLE + "virnucpro-extract merge --dnabert output_1_DNABERT_S.pt --esm output_1_ESM.pt "
+              "--label viral --output viral.1.1_merged/output_1_merged.pt")
+@click.option("--dnabert", required=True, type=click.Path(dir_okay=False), help="DNABERT-S .pt of the chunk.")
+@click.option("--esm", required=True, type=click.Path(dir_okay=False), help="*_ESM.pt of the chunk.")
+@click.option("--label", required=True, type=click.Choice(["viral", "host"]))
+@click.option("--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--allow_missing", type=bool, default=False, show_default=True)
+@click.option("--stats", type=click.Path(dir_okay=False), help="Write row and dropped-id counts as JSON here.")
+@reports_input_errors
+def merge(dnabert, esm, label, output, allow_missing, stats):
+    """Join DNABERT-S (768) and ESM (1280) vectors by id into 2048-column features."""
+    from .merge import run_merge
+
+    result = run_merge(dnabert, esm, label, output, allow_missing)
+    if stats:
+        write_json(stats, result)
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command(epilog=EXAMPLE + "virnucpro-extract validate --manifest results/pipeline_info/chunks.csv "
+              "--outdir results --out validation.json")
+@click.option("--table", type=click.Path(exists=True, dir_okay=False),
+              help="CSV with key,group,id,label,protein_fasta,dnabert_embeddings,esm,merged.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), help="chunks.csv of preflight ...")
+@click.option("--outdir", type=click.Path(file_okay=False), help="... with the published outputs under here.")
+@click.option("--allow_missing", type=bool, default=False, show_default=True)
+@click.option("--out", default="validation.json", show_default=True)
+@click.option("--sample", default=None, help="Also write a sample of features for the report (.pt).")
+@reports_input_errors
+def validate(table, manifest, outdir, allow_missing, out, sample):
+    """Check every output: widths, NaN/Inf, counts, id alignment, labels."""
+    from .preflight import read_manifest
+    from .util import save_pt
+    from .validate import failure_lines, outputs_table, run_validate
+
+    if table:
+        rows = read_manifest(table)
+    elif manifest and outdir:
+        rows = outputs_table(read_manifest(manifest), outdir)
+    else:
+        raise click.UsageError("give --table, or --manifest with --outdir")
+    document, plot_sample = run_validate(rows, allow_missing)
+    write_json(out, document)
+    if sample:
+        save_pt(plot_sample, sample)
+    for line in failure_lines(document):
+        click.echo(line, err=True)
+    click.echo(f"validate: {document['checks_run'] - document['checks_failed']}/{document['checks_run']} checks "
+               f"passed over {len(rows)} chunks", err=True)
+    sys.exit(0 if document["passed"] else 1)
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command(epilog=EXAMPLE + "virnucpro-extract report --validation validation.json --out report.html")
+@click.option("--validation", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--sample", type=click.Path(exists=True, dir_okay=False), help="Feature sample from validate.")
+@click.option("--preflight", "preflight_json", type=click.Path(exists=True, dir_okay=False))
+@click.option("--embed_stats", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--merge_stats", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--params_json", type=click.Path(exists=True, dir_okay=False))
+@click.option("--nextflow_version", default="")
+@click.option("--versions_out", default=None, help="Also write software versions as JSON here.")
+@click.option("--out", default="report.html", show_default=True)
+def report(validation, sample, preflight_json, embed_stats, merge_stats, params_json, nextflow_version, versions_out,
+           out):
+    """Write the self-contained HTML report of a run."""
+    from .report import build_report, package_versions
+    from .util import load_pt
+
+    read = lambda p: json.loads(Path(p).read_text()) if p else {}
+    html = build_report(read(validation), load_pt(sample) if sample else {}, read(preflight_json),
+                        [read(p) for p in embed_stats], [{**read(p), "key": Path(p).name.split(".")[0]}
+                                                          for p in merge_stats],
+                        read(params_json), nextflow_version)
+    write_text(out, html)
+    if versions_out:
+        write_json(versions_out, {"nextflow": nextflow_version, **package_versions()})
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command("make-test-model", epilog=EXAMPLE + "virnucpro-extract make-test-model tiny_esm/")
+@click.argument("outdir")
+@click.option("--layers", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fast_esm_layout", is_flag=True, help="Lay it out as a FastESM2 checkpoint.")
+def make_test_model_command(outdir, layers, seed, fast_esm_layout):
+    """Save a tiny random-weight ESM-2-architecture model (hidden 1280, ESM-2 vocabulary)."""
+    from .testdata import make_test_model
+
+    click.echo(make_test_model(outdir, layers, seed, fast_esm_layout))
+
+
+@main.command("make-demo-data", epilog=EXAMPLE + "virnucpro-extract make-demo-data demo/data")
+@click.argument("outdir")
+@click.option("--viral_chunks", type=int, default=2, show_default=True)
+@click.option("--host_chunks", type=int, default=2, show_default=True)
+@click.option("--proteins_per_chunk", type=int, default=20, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+def make_demo_data_command(outdir, viral_chunks, host_chunks, proteins_per_chunk, seed):
+    """Write a small VirNucPro data/ folder (protein FASTA + DNABERT-S files) of random records."""
+    from .testdata import make_demo_data
+
+    click.echo(make_demo_data(outdir, viral_chunks, host_chunks, proteins_per_chunk, seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Loading ESM-2-family protein models from a directory or a hub id, without remote code.
+
+FastESM2_650 ships its own modeling code, but its parameter names and shapes are ESM-2's, so its
+weights load into transformers' own `EsmModel`: no remote code runs on users' machines and the
+implementation we optimise is the one users run. `--trust_remote_code` stays as the fallback.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .util import InputError
+
+# The ESM-2 vocabulary (facebook/esm2_t6_8M_UR50D), in id order: FastESM2 builds its tokenizer from
+# this hub repository at import time, so a checkpoint may carry no tokenizer files of its own.
+ESM2_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "N",
+              "Q", "K", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>"]
+FAST_ESM_MODEL_TYPES = ("fast_esm", "fastesm")
+ESM_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                   "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                   "initializer_range", "layer_norm_eps", "position_embedding_type", "emb_layer_norm_before",
+                   "token_dropout", "pad_token_id", "mask_token_id")
+
+
+def resolve_model_dir(model: str) -> Path:
+    """A local directory as given, else the hub snapshot (from the cache when HF_HUB_OFFLINE is set)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if model.startswith(("/", ".", "~")):
+        raise InputError(model, "-", "model directory not found", "give an existing directory or a hub id")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model))
+    except Exception as exc:  # network, auth and cache misses all end here
+        raise InputError(model, "-", f"cannot fetch model ({type(exc).__name__})",
+                         "pre-fetch it with `virnucpro-extract fetch-model` on a node with internet, "
+                         "then set HF_HUB_OFFLINE=1 or give the local directory")
+
+
+def read_config(model_dir: Path) -> dict:
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise InputError(model_dir, "config.json", "no config.json in model directory",
+                         "give a directory written by save_pretrained")
+    return json.loads(config_path.read_text())
+
+
+def config_hash(model_dir: Path) -> str:
+    """Short content hash of the model's config, shown in the report to tell models apart."""
+    return hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest()[:12]
+
+
+def load_esm_model(model_dir: Path, dtype, device, trust_remote_code: bool = False):
+    """Return an eval-mode encoder whose forward gives `last_hidden_state` [batch, length, hidden].
+
+    Plain ESM-2 checkpoints go through `AutoModel`; FastESM2 checkpoints (`model_type` `fast_esm`) are
+    mapped onto `EsmModel` unless `trust_remote_code` asks for their own classes.
+    """
+    import torch
+    from transformers import AutoModel
+
+    config = read_config(model_dir)
+    attn = "sdpa"
+    if config.get("model_type") in FAST_ESM_MODEL_TYPES and not trust_remote_code:
+        model = _fast_esm_as_esm_model(model_dir, config, attn)
+    else:
+        model = AutoModel.from_pretrained(model_dir, trust_remote_code=trust_remote_code, attn_implementation=attn,
+                                          **({"add_pooling_layer": False} if not trust_remote_code else {}))
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _fast_esm_as_esm_model(model_dir: Path, config: dict, attn: str):
+    """Load a FastESM2 state dict into transformers' `EsmModel` (prefix `esm.` stripped, LM head dropped)."""
+    from transformers import EsmConfig, EsmModel
+
+    esm_config = EsmConfig(**{k: config[k] for k in ESM_CONFIG_KEYS if k in config})
+    model = EsmModel._from_config(esm_config, attn_implementation=attn, add_pooling_layer=False)
+    state = _read_state_dict(model_dir)
+    state = {k[len("esm."):] if k.startswith("esm.") else k: v for k, v in state.items()}
+    expected = set(model.state_dict())
+    state = {k: v for k, v in state.items() if k in expected}
+    missing = sorted(expected - set(state) - {"embeddings.position_ids"})
+    if missing:
+        raise InputError(model_dir, "weights", f"FastESM2 checkpoint lacks {len(missing)} EsmModel weight(s), "
+                         f"e.g. {missing[0]}", "pass --trust_remote_code to use the model's own classes")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def _read_state_dict(model_dir: Path) -> dict:
+    import torch
+
+    safetensors_files = sorted(model_dir.glob("*.safetensors"))
+    if safetensors_files:
+        from safetensors.torch import load_file
+
+        state = {}
+        for file in safetensors_files:
+            state.update(load_file(file))
+        return state
+    bins = sorted(model_dir.glob("pytorch_model*.bin"))
+    if not bins:
+        raise InputError(model_dir, "weights", "no *.safetensors or pytorch_model*.bin weights",
+                         "give a directory written by save_pretrained")
+    state = {}
+    for file in bins:
+        state.update(torch.load(file, map_location="cpu", weights_only=True))
+    return state
+
+
+def load_tokenizer(model_dir: Path, model=None):
+    """The model directory's tokenizer, else the model's own (`model.tokenizer`), else ESM-2's vocabulary."""
+    from transformers import AutoTokenizer, EsmTokenizer
+
+    if (model_dir / "tokenizer_config.json").is_file() or (model_dir / "vocab.txt").is_file():
+        return AutoTokenizer.from_pretrained(model_dir)
+    if model is not None and getattr(model, "tokenizer", None) is not None:
+        return model.tokenizer
+    vocab_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"esm2_vocab_{os.getpid()}.txt"
+    vocab_file.write_text("\n".join(ESM2_VOCAB) + "\n")
+    try:
+        return EsmTokenizer(vocab_file=str(vocab_file))
+    finally:
+        vocab_file.unlink(missing_ok=True)

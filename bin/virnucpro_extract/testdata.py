@@ -1,0 +1,110 @@
+"""Tiny models and demo data built on the spot: hub weights cannot be downloaded everywhere.
+
+The test model has the real classes and output width (an `EsmModel` with hidden size 1280 and
+the 33-token ESM-2 vocabulary) but one or two layers and random weights.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from .models import ESM2_VOCAB
+from .util import DNABERT_DIM, ESM_DIM, save_pt, write_text
+
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+FRAMES = ("F1", "F2", "F3", "R1", "R2", "R3")
+
+
+def tiny_esm_config(layers: int = 1):
+    from transformers import EsmConfig
+
+    return EsmConfig(vocab_size=len(ESM2_VOCAB), hidden_size=ESM_DIM, num_hidden_layers=layers,
+                     num_attention_heads=20, intermediate_size=256, max_position_embeddings=1026,
+                     position_embedding_type="rotary", token_dropout=True, emb_layer_norm_before=False,
+                     pad_token_id=1, mask_token_id=32)
+
+
+def make_test_model(outdir, layers: int = 1, seed: int = 0, fast_esm_layout: bool = False) -> Path:
+    """Save a random-weight ESM-2-architecture model (and tokenizer files) to `outdir`.
+
+    With `fast_esm_layout` the directory is laid out as a FastESM2 checkpoint: `model_type`
+    `fast_esm`, an `attn_backend` field, `FastEsmForMaskedLM` key names (`esm.` prefix, LM head)
+    and no tokenizer files.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import EsmForMaskedLM, EsmModel, EsmTokenizer
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = tiny_esm_config(layers)
+    if not fast_esm_layout:
+        model = EsmModel(config, add_pooling_layer=False)
+        _randomise_layer_norms(model)
+        model.save_pretrained(outdir)
+        vocab = outdir / "vocab.txt"
+        vocab.write_text("\n".join(ESM2_VOCAB) + "\n")
+        EsmTokenizer(vocab_file=str(vocab)).save_pretrained(outdir)
+        return outdir
+    model = EsmForMaskedLM(config)
+    _randomise_layer_norms(model)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
+    save_file(state, str(outdir / "model.safetensors"))
+    fast_config = config.to_dict()
+    fast_config.update(model_type="fast_esm", architectures=["FastEsmForMaskedLM"], attn_backend="sdpa",
+                       auto_map={"AutoModel": "modeling_fastesm.FastEsmModel"})
+    write_text(outdir / "config.json", json.dumps(fast_config, indent=1))
+    return outdir
+
+
+def _randomise_layer_norms(model) -> None:
+    """Random LayerNorm weights, so a test would notice a LayerNorm loaded from the wrong key."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+
+
+def random_proteins(rng: random.Random, count: int, genome: str, min_len: int = 40, max_len: int = 100):
+    """VirNucPro-style records: `<genome>_chunk_<k><frame>` with one to three frames per read."""
+    records, k = [], 0
+    while len(records) < count:
+        k += 1
+        for frame in rng.sample(FRAMES, rng.randint(1, 3)):
+            if len(records) < count:
+                length = rng.randint(min_len, max_len)
+                records.append((f"{genome}_chunk_{k}{frame}", "".join(rng.choice(AMINO_ACIDS) for _ in range(length))))
+    return records
+
+
+def write_chunk(protein_fasta, dnabert_pt, records, rng: random.Random) -> None:
+    """Write a protein FASTA and its DNABERT-S file (Python-list vectors, ids shuffled)."""
+    write_text(protein_fasta, "".join(f">{i}\n{s[:60]}\n{s[60:]}\n" if len(s) > 60 else f">{i}\n{s}\n"
+                                      for i, s in records))
+    ids = [i for i, _ in records]
+    rng.shuffle(ids)
+    save_pt({"nucleotide": ids,
+             "data": [{"label": i, "mean_representation": [rng.gauss(0, 1) for _ in range(DNABERT_DIM)]} for i in ids]},
+            dnabert_pt)
+
+
+def make_demo_data(outdir, viral_chunks: int = 2, host_chunks: int = 2, proteins_per_chunk: int = 20,
+                   seed: int = 1, max_len: int = 100) -> Path:
+    """A VirNucPro `data/` folder: viral.1.1 and vertebrate_mammalian chunks (host split over two categories
+    when there are several host chunks)."""
+    rng = random.Random(seed)
+    data = Path(outdir)
+    host_prefixes = ["vertebrate_mammalian", "bacteria"]
+    plan = [("viral.1.1", n + 1) for n in range(viral_chunks)]
+    plan += [(host_prefixes[n % 2], n // 2 + 1) for n in range(host_chunks)]
+    for prefix, n in plan:
+        genome = f"NC_{rng.randint(1000, 999999):06d}.1"
+        records = random_proteins(rng, proteins_per_chunk, genome, max_len=max_len)
+        write_chunk(data / f"{prefix}.identified_protein" / f"output_{n}.fa",
+                    data / f"{prefix}.identified_nucleotide" / f"output_{n}_DNABERT_S.pt", records, rng)
+    return data

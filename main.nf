@@ -1,0 +1,20 @@
+#!/usr/bin/env nextflow
+/*
+ * virnucpro-extract: FastESM2_650 + DNABERT-S merged training features for VirNucPro.
+ * Thin entry point: help, then the one workflow.
+ */
+nextflow.enable.dsl = 2
+
+include { VIRNUCPRO_EXTRACT } from './workflows/virnucpro_extract'
+include { helpMessage       } from './workflows/help'
+
+workflow {
+    if (params.help) {
+        log.info helpMessage("${projectDir}/nextflow_schema.json", workflow.manifest)
+        return
+    }
+    VIRNUCPRO_EXTRACT()
+    VIRNUCPRO_EXTRACT.out.report.subscribe { _report ->
+        log.info "virnucpro-extract: features in ${params.outdir}/data_merge, report in ${params.outdir}/report.html"
+    }
+}

@@ -1,0 +1,30 @@
+process PREFLIGHT {
+    tag "${params.data_dir ?: params.input}"
+    label 'process_single'
+
+    input:
+    val params_json
+    path schema
+    path inputs, stageAs: 'inputs/?/*'
+    path model_dir, stageAs: 'model/*'
+
+    output:
+    path 'chunks.csv'     , emit: manifest
+    path 'preflight.json' , emit: summary
+
+    script:
+    """
+    printf '%s\\n' ${params_json} > params.json
+    virnucpro-extract preflight \\
+        --params_json params.json \\
+        --schema ${schema} \\
+        --workers ${task.cpus} \\
+        --outdir .
+    """
+
+    stub:
+    """
+    printf '%s\\n' ${params_json} > params.json
+    virnucpro-extract preflight --params_json params.json --schema ${schema} --discover_only --outdir .
+    """
+}

@@ -1,0 +1,123 @@
+/*
+ * PREFLIGHT -> EMBED_PROTEINS -> MERGE_FEATURES -> VALIDATE_OUTPUTS
+ */
+include { PREFLIGHT        } from '../modules/local/preflight'
+include { EMBED_PROTEINS   } from '../modules/local/embed_proteins'
+include { MERGE_FEATURES   } from '../modules/local/merge_features'
+include { VALIDATE_OUTPUTS } from '../modules/local/validate_outputs'
+
+/*
+ * Every input file named by --data_dir or --input, so that PREFLIGHT stages them: -resume then
+ * re-checks inputs whose content changed, and container engines mount them. No validation here:
+ * PREFLIGHT reports whatever is wrong, including files listed here that turn out to be bad.
+ */
+def inputFiles() {
+    if (params.data_dir && params.input) {
+        return []
+    }
+    if (params.data_dir) {
+        return files("${params.data_dir}/*.identified_{protein,nucleotide}/output_*", type: 'file')
+    }
+    if (params.input && file(params.input).isFile()) {
+        def sheet = file(params.input)
+        def listed = []
+        sheet.splitCsv(header: true).each { row ->
+            ['protein_fasta', 'dnabert_embeddings'].each { column ->
+                def value = row[column]?.trim()
+                if (value) {
+                    def path = value.startsWith('/') ? file(value) : sheet.parent.resolve(value)
+                    if (path.isFile()) {
+                        listed << path
+                    }
+                }
+            }
+        }
+        return [sheet] + listed
+    }
+    return []
+}
+
+/* The model directory to stage (local models), or [] for hub ids resolved from the HF cache. */
+def localModel() {
+    def model = file(params.esm_model)
+    return model.exists() ? model : []
+}
+
+def shellQuote(text) {
+    "'" + text.replace("'", "'\\''") + "'"
+}
+
+def chunkKey(esm) {
+    "${esm.parent.name}/${esm.name - '_ESM.pt'}"
+}
+
+workflow VIRNUCPRO_EXTRACT {
+    main:
+    // One line, single-quoted for the shell: modules write it with `echo` (multi-line heredocs break indentation).
+    def paramsJson = shellQuote(groovy.json.JsonOutput.toJson(params.findAll { k, _v -> k != 'help' }))
+
+    PREFLIGHT(
+        paramsJson,
+        file("${projectDir}/nextflow_schema.json"),
+        inputFiles(),
+        localModel(),
+    )
+
+    ch_chunks = PREFLIGHT.out.manifest
+        .splitCsv(header: true)
+        .map { row ->
+            def meta = [key: row.key, id: row.id, group: row.group, label: row.label, task_group: row.task_group as int]
+            [meta, file(row.protein_fasta), file(row.dnabert_embeddings)]
+        }
+
+    ch_model_key = PREFLIGHT.out.summary.map { json -> new groovy.json.JsonSlurper().parse(json).model_fingerprint }
+
+    // Several chunk files per task: one model load, many chunks (grouping chosen by PREFLIGHT).
+    ch_embed_in = ch_chunks
+        .map { meta, fasta, _dna -> [meta.task_group, meta, fasta] }
+        .groupTuple()
+        .map { group, metas, fastas ->
+            def pairs = [metas, fastas].transpose().sort { pair -> pair[0].key }
+            [[id: "embed_${group}", keys: pairs.collect { pair -> pair[0].key }], pairs.collect { pair -> pair[1] }]
+        }
+
+    EMBED_PROTEINS(ch_embed_in, localModel(), ch_model_key)
+
+    ch_esm = EMBED_PROTEINS.out.esm
+        .flatten()
+        .map { esm -> [chunkKey(esm), esm] }
+
+    ch_merge_in = ch_chunks
+        .map { meta, _fasta, dna -> [meta.key, meta, dna] }
+        .join(ch_esm, failOnMismatch: true, failOnDuplicate: true)
+        .map { _key, meta, dna, esm -> [meta, esm, dna] }
+
+    MERGE_FEATURES(ch_merge_in)
+
+    ch_validate_in = ch_chunks
+        .map { meta, fasta, dna -> [meta.key, meta, fasta, dna] }
+        .join(ch_merge_in.map { meta, esm, _dna -> [meta.key, esm] }, failOnMismatch: true)
+        .join(MERGE_FEATURES.out.merged.map { meta, merged -> [meta.key, merged] }, failOnMismatch: true)
+        .toSortedList { a, b -> a[0] <=> b[0] }
+        .map { rows -> rows.collect { row -> row[1..-1] }.transpose() }
+
+    VALIDATE_OUTPUTS(
+        ch_validate_in,
+        PREFLIGHT.out.summary,
+        EMBED_PROTEINS.out.stats.collect(),
+        MERGE_FEATURES.out.stats.collect(),
+        paramsJson,
+    )
+
+    // The report is published either way; a failed validation then fails the run.
+    VALIDATE_OUTPUTS.out.validation.map { json ->
+        def result = new groovy.json.JsonSlurper().parse(json)
+        if (!result.passed) {
+            error("VALIDATE_OUTPUTS: ${result.checks_failed} of ${result.checks_run} checks failed; see ${params.outdir}/report.html")
+        }
+    }
+
+    emit:
+    validation = VALIDATE_OUTPUTS.out.validation
+    report     = VALIDATE_OUTPUTS.out.report
+}

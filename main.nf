@@ -3,7 +3,6 @@
  * virnucpro-extract: FastESM2_650 + DNABERT-S merged training features for VirNucPro.
  * Thin entry point: help, then the one workflow.
  */
-nextflow.enable.dsl = 2
 
 include { VIRNUCPRO_EXTRACT } from './workflows/virnucpro_extract'
 include { helpMessage       } from './workflows/help'

@@ -40,17 +40,22 @@ def make_test_model(outdir, layers: int = 1, seed: int = 0, fast_esm_layout: boo
     outdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = tiny_esm_config(layers)
+    model = EsmModel(config, add_pooling_layer=False)
+    _randomise_layer_norms(model)
     if not fast_esm_layout:
-        model = EsmModel(config, add_pooling_layer=False)
-        _randomise_layer_norms(model)
         model.save_pretrained(outdir)
         vocab = outdir / "vocab.txt"
         vocab.write_text("\n".join(ESM2_VOCAB) + "\n")
         EsmTokenizer(vocab_file=str(vocab)).save_pretrained(outdir)
         return outdir
+    # The same encoder weights as the plain layout of this seed, under FastEsmForMaskedLM's names:
+    # building the LM head draws random numbers, so the encoder is copied rather than re-drawn.
+    encoder = model
     model = EsmForMaskedLM(config)
-    _randomise_layer_norms(model)
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
+    model.esm.load_state_dict(encoder.state_dict())
+    _randomise_layer_norms(model.lm_head)
+    # clone: the LM head's decoder is tied to the word embeddings, and safetensors refuses shared storage
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
     save_file(state, str(outdir / "model.safetensors"))
     fast_config = config.to_dict()
     fast_config.update(model_type="fast_esm", architectures=["FastEsmForMaskedLM"], attn_backend="sdpa",

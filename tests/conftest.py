@@ -1,0 +1,224 @@
+"""Shared fixtures: one tiny model, one demo data folder, one CLI-built and one Nextflow-built set of outputs.
+
+Everything expensive is session-scoped and built once in a tmp_path_factory folder. Tests that need a
+broken variant copy what they need into their own tmp_path; the shared inputs are never modified.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / "bin"
+SCHEMA = REPO / "nextflow_schema.json"
+sys.path.insert(0, str(BIN))
+
+from click.testing import CliRunner  # noqa: E402
+
+from virnucpro_extract.cli import main as cli_main  # noqa: E402
+from virnucpro_extract.testdata import make_demo_data, make_test_model  # noqa: E402
+
+# The contract's error line: `error: <file>: <record or line>: <what is wrong> — <how to fix it>`.
+ERROR_LINE = re.compile(r"^error: (?P<file>[^:]+): (?P<where>[^:]+?): (?P<problem>.+?) — (?P<fix>\S.*)$")
+ESM_DIM, DNABERT_DIM, MERGED_DIM = 1280, 768, 2048
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI helpers
+# ----------------------------------------------------------------------------------------------
+def cli(*args):
+    """Run a subcommand in-process; unexpected exceptions propagate (a crash is not an error line)."""
+    return CliRunner().invoke(cli_main, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def expect_errors(result, *expected, exact: bool = True) -> list[re.Match]:
+    """Assert a non-zero exit and one contract-shaped error line per `(file, where, problem regex)`.
+
+    Every `error:` line must have the contract shape; with `exact` there are no other error lines.
+    """
+    assert result.exit_code != 0, f"expected failure, got exit 0; stderr:\n{result.stderr}"
+    lines = error_lines(result)
+    assert lines, f"no error line on stderr:\n{result.stderr}"
+    matches = []
+    for line in lines:
+        match = ERROR_LINE.match(line)
+        assert match, f"error line not in the contract shape: {line!r}"
+        assert match["fix"].strip() and match["problem"].strip()
+        matches.append(match)
+    for file, where, problem in expected:
+        hits = [m for m in matches if m["file"] == str(file) and re.fullmatch(where, m["where"])
+                and re.search(problem, m["problem"])]
+        assert hits, (f"no error line for file={file} where~{where} problem~{problem}; got:\n" + "\n".join(lines))
+    if exact:
+        assert len(lines) == len(expected), "unexpected extra error lines:\n" + "\n".join(lines)
+    return matches
+
+
+# ----------------------------------------------------------------------------------------------
+# Input builders (real formats: protein FASTA, DNABERT-S dict with Python-list vectors)
+# ----------------------------------------------------------------------------------------------
+def write_fasta(path: Path, records) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f">{rid}\n{seq}\n" for rid, seq in records))
+    return path
+
+
+def dnabert_object(ids, seed: int = 0, vectors=None) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    if vectors is None:
+        vectors = [torch.randn(DNABERT_DIM, generator=gen).tolist() for _ in ids]
+    return {"nucleotide": list(ids),
+            "data": [{"label": rid, "mean_representation": vec} for rid, vec in zip(ids, vectors)]}
+
+
+def write_dnabert(path: Path, ids, seed: int = 0, vectors=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(dnabert_object(ids, seed, vectors), path)
+    return path
+
+
+def write_samplesheet(path: Path, rows, columns=("id", "label", "protein_fasta", "dnabert_embeddings")) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(",".join(columns) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    return path
+
+
+def read_fasta_records(path) -> list[tuple[str, str]]:
+    records, rid = [], None
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(">"):
+            rid = line[1:].split()[0]
+            records.append([rid, ""])
+        elif line.strip():
+            records[-1][1] += line.strip()
+    return [tuple(r) for r in records]
+
+
+def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1)
+
+
+def demo_chunks(data_dir: Path) -> list[dict]:
+    """The chunks of a VirNucPro data/ folder, found here by plain globbing (not by the code under test)."""
+    chunks = []
+    for fasta in sorted(data_dir.glob("*.identified_protein/output_*.fa")):
+        group = fasta.parent.name[: -len(".identified_protein")]
+        chunk_id = fasta.stem
+        chunks.append({"group": group, "id": chunk_id, "key": f"{group}/{chunk_id}",
+                       "label": "viral" if group.startswith("viral") else "host", "fasta": fasta,
+                       "dnabert": data_dir / f"{group}.identified_nucleotide" / f"{chunk_id}_DNABERT_S.pt"})
+    return chunks
+
+
+# ----------------------------------------------------------------------------------------------
+# Independent reference: transformers directly, fp32, one protein at a time
+# ----------------------------------------------------------------------------------------------
+class ReferenceEmbedder:
+    """tokenizer -> EsmModel -> last_hidden_state[0, 1:len+1].mean(0), nothing from the code under test."""
+
+    def __init__(self, model_dir: Path):
+        from transformers import AutoTokenizer, EsmModel
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = EsmModel.from_pretrained(model_dir, dtype=torch.float32, add_pooling_layer=False).eval()
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, sequence: str) -> torch.Tensor:
+        if sequence not in self.cache:
+            encoded = self.tokenizer(sequence, return_tensors="pt")
+            assert encoded["input_ids"].shape[1] == len(sequence) + 2  # BOS + residues + EOS
+            with torch.inference_mode():
+                hidden = self.model(**encoded).last_hidden_state
+            self.cache[sequence] = hidden[0, 1: len(sequence) + 1].mean(0).float()
+        return self.cache[sequence]
+
+    def rows(self, sequences) -> torch.Tensor:
+        return torch.stack([self(s) for s in sequences])
+
+
+# ----------------------------------------------------------------------------------------------
+# Session fixtures
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(session_dir) -> Path:
+    """Random-weight EsmModel, hidden 1280, ESM-2 vocabulary, tokenizer files (seed 0)."""
+    return make_test_model(session_dir / "tiny_esm", layers=1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_data(session_dir) -> Path:
+    """A VirNucPro data/ folder: 2 viral + 2 host chunks of 20 proteins; DNABERT-S ids shuffled."""
+    return make_demo_data(session_dir / "data", viral_chunks=2, host_chunks=2, proteins_per_chunk=20, seed=1)
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_model) -> ReferenceEmbedder:
+    return ReferenceEmbedder(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def cli_outputs(session_dir, demo_data, tiny_model) -> Path:
+    """The pipeline's steps run by hand with the CLI (no Nextflow) into a contract-layout outdir.
+
+    Returns the outdir; its preflight manifest is <outdir>/pipeline_info/chunks.csv.
+    """
+    outdir = session_dir / "cli_results"
+    info = outdir / "pipeline_info"
+    result = cli("preflight", "--data_dir", demo_data, "--esm_model", tiny_model, "--outdir", info)
+    assert result.exit_code == 0, result.stderr
+    chunks = demo_chunks(demo_data)
+    result = cli("embed", *[f"{c['key']}={c['fasta']}" for c in chunks], "--outdir", outdir / "esm",
+                 "--esm_model", tiny_model, "--use_gpu", "false", "--precision", "fp32", "--toks_per_batch", 1024,
+                 "--stats", info / "embed.json")
+    assert result.exit_code == 0, result.stderr
+    for c in chunks:
+        result = cli("merge", "--dnabert", c["dnabert"], "--esm", outdir / "esm" / c["group"] / f"{c['id']}_ESM.pt",
+                     "--label", c["label"], "--output",
+                     outdir / "data_merge" / f"{c['group']}_merged" / f"{c['id']}_merged.pt",
+                     "--stats", info / f"{c['group']}__{c['id']}.merge.json")
+        assert result.exit_code == 0, result.stderr
+    return outdir
+
+
+# ----------------------------------------------------------------------------------------------
+# Nextflow
+# ----------------------------------------------------------------------------------------------
+def nextflow(*args, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`nextflow run main.nf <args>` on the test profile's CPU settings, offline, plain log lines."""
+    if shutil.which("nextflow") is None:
+        pytest.fail("nextflow is not on PATH: run the suite with scripts/test.sh (or select -m 'not pipeline')")
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "NXF_OFFLINE": "true", "NXF_ANSI_LOG": "false"}
+    return subprocess.run(["nextflow", "run", str(REPO / "main.nf"), "-ansi-log", "false", *map(str, args)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def nextflow_output(run: subprocess.CompletedProcess) -> str:
+    return run.stdout + "\n" + run.stderr
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(session_dir, demo_data, tiny_model):
+    """One real `nextflow run -profile test --data_dir ...` whose outputs several tests check."""
+    launch = session_dir / "nf_data_dir"
+    outdir = launch / "results"
+    run = nextflow("-profile", "test", "--data_dir", demo_data, "--esm_model", tiny_model, "--outdir", outdir,
+                   cwd=launch)
+    assert run.returncode == 0, nextflow_output(run)[-6000:]
+    return {"launch": launch, "outdir": outdir, "run": run}

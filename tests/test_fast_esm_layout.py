@@ -1,0 +1,57 @@
+"""FastESM2 checkpoints (model_type fast_esm, `esm.`-prefixed FastEsmForMaskedLM keys, no tokenizer files)
+embed exactly like the same weights in transformers' plain EsmModel layout."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import cli, demo_chunks
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
+
+
+@pytest.fixture(scope="module")
+def fast_model(session_dir):
+    """The session's tiny model (seed 0) laid out as a FastESM2 checkpoint, built through the CLI."""
+    outdir = session_dir / "tiny_fast_esm"
+    result = cli("make-test-model", outdir, "--fast_esm_layout", "--seed", 0)
+    assert result.exit_code == 0, result.stderr
+    return outdir
+
+
+def test_fast_esm_layout_looks_like_fastesm2(fast_model):
+    config = json.loads((fast_model / "config.json").read_text())
+    assert config["model_type"] == "fast_esm" and "attn_backend" in config
+    assert config["architectures"] == ["FastEsmForMaskedLM"] and config["hidden_size"] == 1280
+    keys = set(load_file(fast_model / "model.safetensors"))
+    assert keys and all(k.startswith(("esm.", "lm_head.")) for k in keys)
+    assert {"esm.embeddings.word_embeddings.weight", "esm.encoder.emb_layer_norm_after.weight",
+            "esm.encoder.layer.0.attention.self.query.weight", "lm_head.dense.weight"} <= keys
+    assert not [name for name in TOKENIZER_FILES if (fast_model / name).exists()]
+
+
+def test_fast_esm_layout_holds_the_same_weights_as_the_plain_layout(fast_model, tiny_model):
+    from transformers import EsmModel
+
+    plain = EsmModel.from_pretrained(tiny_model, add_pooling_layer=False).state_dict()
+    fast = {k[len("esm."):]: v for k, v in load_file(fast_model / "model.safetensors").items() if k.startswith("esm.")}
+    plain = {k: v for k, v in plain.items() if "position_ids" not in k}
+    assert sorted(plain) == sorted(fast)
+    different = [k for k in plain if not torch.equal(plain[k], fast[k])]
+    assert not different, f"weights differ between layouts of the same seed: {different}"
+
+
+def test_fast_esm_layout_embeds_like_the_plain_layout(tmp_path, fast_model, tiny_model, demo_data):
+    chunk = demo_chunks(demo_data)[0]
+    outputs = {}
+    for name, model in (("fast", fast_model), ("plain", tiny_model)):
+        result = cli("embed", f"g/{name}={chunk['fasta']}", "--outdir", tmp_path, "--esm_model", model,
+                     "--use_gpu", "false", "--precision", "fp32", "--toks_per_batch", 1024)
+        assert result.exit_code == 0, result.stderr
+        outputs[name] = torch.load(tmp_path / "g" / f"{name}_ESM.pt", weights_only=True)
+    assert outputs["fast"]["proteins"] == outputs["plain"]["proteins"]
+    assert torch.allclose(outputs["fast"]["data"], outputs["plain"]["data"], atol=1e-5, rtol=0), \
+        (outputs["fast"]["data"] - outputs["plain"]["data"]).abs().max()

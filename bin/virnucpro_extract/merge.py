@@ -16,7 +16,8 @@ def load_esm(path) -> tuple[list[str], torch.Tensor]:
     """Load an `*_ESM.pt` file: (protein ids, float32 [N, 1280])."""
     obj = load_pt(path)
     fix = "rerun EMBED_PROTEINS for this chunk (delete its work directory or run without -resume)"
-    if not isinstance(obj, dict) or "proteins" not in obj or "data" not in obj:
+    if (not isinstance(obj, dict) or not isinstance(obj.get("proteins"), (list, tuple))
+            or not (torch.is_tensor(obj.get("data")) or isinstance(obj.get("data"), list))):
         raise InputError(path, "-", "not an ESM embedding file (expected 'proteins' and 'data')", fix)
     ids, data = list(obj["proteins"]), obj["data"]
     if isinstance(data, list):  # VirNucPro's own files hold a list of [1280] tensors

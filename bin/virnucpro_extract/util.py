@@ -10,6 +10,8 @@ import json
 import math
 import os
 import pickle
+import re
+import struct
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -35,6 +37,9 @@ class InputError(Exception):
 
     def __str__(self):
         return f"error: {self.file}: {self.where}: {self.problem} — {self.fix}"
+
+    def __reduce__(self):  # picklable: preflight's worker processes send their errors back
+        return (type(self), (self.file, self.where, self.problem, self.fix))
 
 
 class InputErrors(Exception):
@@ -157,10 +162,16 @@ def load_pt(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0][:160] if str(exc) else "unsupported content"
+        # torch's message is long, multi-line and colour-coded; keep its one informative phrase.
+        detail = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed global.*)?$", str(exc), re.M)
+        reason = (detail.group(1).strip() if detail else "") or "unsupported content"
+        if reason.startswith("Unsupported operand"):  # garbage bytes: unknown opcodes, not a payload
+            raise InputError(path, "-", f"truncated or corrupt .pt file ({reason})",
+                             "regenerate this file (the step that wrote it was interrupted or the copy is damaged)")
         raise InputError(path, "-", f"unsafe or unsupported pickle content, not loaded ({reason})",
                          "re-save it with torch.save using only lists, dicts, strings and tensors")
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError,
+            KeyError, IndexError, struct.error) as exc:  # the last three: garbage through the weights-only unpickler
         raise InputError(path, "-", f"truncated or corrupt .pt file ({type(exc).__name__})",
                          "regenerate this file (the step that wrote it was interrupted or the copy is damaged)")
 
@@ -179,8 +190,9 @@ def load_dnabert(path) -> DnabertChunk:
 
     obj = load_pt(path)
     fix = "regenerate it with VirNucPro's DNABERT-S step (768 floats per read)"
-    if not isinstance(obj, dict) or "data" not in obj or "nucleotide" not in obj:
-        raise InputError(path, "-", "not a DNABERT-S file (expected a dict with 'nucleotide' and 'data')", fix)
+    if (not isinstance(obj, dict) or not isinstance(obj.get("data"), (list, tuple))
+            or not isinstance(obj.get("nucleotide"), (list, tuple))):
+        raise InputError(path, "-", "not a DNABERT-S file (expected a dict with 'nucleotide' and 'data' lists)", fix)
     ids, rows, seen = [], [], set()
     for index, item in enumerate(obj["data"]):
         record_id = item.get("label") if isinstance(item, dict) else None
@@ -189,7 +201,10 @@ def load_dnabert(path) -> DnabertChunk:
         if record_id in seen:
             raise InputError(path, f"record {record_id}", "duplicate id", "make every read id unique in this file")
         seen.add(record_id)
-        vector = torch.as_tensor(item["mean_representation"], dtype=torch.float32).flatten()
+        try:
+            vector = torch.as_tensor(item["mean_representation"], dtype=torch.float32).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(path, f"record {record_id}", "vector is not a list or tensor of numbers", fix)
         if vector.numel() != DNABERT_DIM:
             raise InputError(path, f"record {record_id}", f"vector has {vector.numel()} values, expected {DNABERT_DIM}", fix)
         if not torch.isfinite(vector).all():

@@ -65,12 +65,16 @@ def validate_params(params: dict, schema_path, source: str = "params") -> list[I
         if "enum" in expected:
             hint = f"use one of {', '.join(map(str, expected['enum']))}"
         errors.append(InputError(source, f"--{name}", f"invalid value {problem.instance!r} ({problem.message})", hint))
+    return errors + input_choice_errors(params, source)
+
+
+def input_choice_errors(params: dict, source: str = "params") -> list[InputError]:
+    """Exactly one of --input / --data_dir, with or without a schema to check types against."""
     has_input, has_data_dir = bool(params.get("input")), bool(params.get("data_dir"))
     if has_input == has_data_dir:
-        errors.append(InputError(source, "--input/--data_dir",
-                                 "both given" if has_input else "neither given",
-                                 "give exactly one of --input <samplesheet.csv> or --data_dir <VirNucPro data/>"))
-    return errors
+        return [InputError(source, "--input/--data_dir", "both given" if has_input else "neither given",
+                           "give exactly one of --input <samplesheet.csv> or --data_dir <VirNucPro data/>")]
+    return []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,7 +294,7 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
     import sys
 
     outdir = Path(outdir)
-    errors = validate_params(params, schema) if schema else []
+    errors = validate_params(params, schema) if schema else input_choice_errors(params)
     if errors:
         raise InputErrors(errors)
     for name in unknown_params(params, schema) if schema else []:

@@ -38,6 +38,19 @@ def cli(*args):
     return CliRunner().invoke(cli_main, [str(a) for a in args], catch_exceptions=False)
 
 
+class CliProcess:
+    """`bin/virnucpro-extract` run as its own process, with the CliRunner result's attribute names."""
+
+    def __init__(self, completed: subprocess.CompletedProcess):
+        self.exit_code, self.stdout, self.stderr = completed.returncode, completed.stdout, completed.stderr
+
+
+def cli_process(*args, timeout: int = 300) -> CliProcess:
+    """Run the real entry point (fresh interpreter: needed where the CLI forks worker processes)."""
+    return CliProcess(subprocess.run([sys.executable, str(BIN / "virnucpro-extract"), *map(str, args)],
+                                     capture_output=True, text=True, timeout=timeout))
+
+
 def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 

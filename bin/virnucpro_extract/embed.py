@@ -10,11 +10,13 @@ import queue
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .fused_attention import fuse_qkv_projections
 from .models import config_hash, load_esm_model, load_tokenizer, resolve_model_dir
 from .util import ESM_DIM, InputError, read_proteins, save_pt, write_json
 
@@ -96,33 +98,72 @@ def default_token_budget(device, hidden_size: int, intermediate_size: int, bytes
     return max(1024, min(MAX_TOKEN_BUDGET, budget))
 
 
+class PendingEmbedding:
+    """Embeddings of one chunk on their way to the host: `result()` waits for the copy to finish.
+
+    The copy into pinned memory is queued behind the chunk's last batch, so the GPU moves on to the
+    next chunk while the host writes this one.
+    """
+
+    def __init__(self, host, event):
+        self.host, self.event = host, event
+
+    def result(self):
+        """float32 [N, hidden] on the host, row i for protein i of the chunk."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host
+
+
 class EsmEmbedder:
-    """Embeds batches of tokenised proteins: mean of the last hidden state over residues only."""
+    """Embeds tokenised proteins: mean of the last hidden state over residue positions only.
 
-    def __init__(self, model, encoder: ProteinEncoder, device, token_budget: int):
-        self.model, self.encoder, self.device, self.token_budget = model, encoder, device, token_budget
+    Batches are length-sorted under a token budget; pooling runs on the device in float32; with
+    `compile_model` the forward and pooling are compiled once with dynamic shapes (every batch
+    shape reuses the same graph; the compile cache persists across tasks via
+    TORCHINDUCTOR_CACHE_DIR).
+    """
 
-    def embed(self, tokens: list[np.ndarray], fasta: str = "-", ids: list[str] | None = None):
-        """Return float32 embeddings [N, hidden] on the host, row i for tokens[i]."""
+    def __init__(self, model, encoder: ProteinEncoder, device, token_budget: int, compile_model: bool = False):
         import torch
 
-        hidden = self.model.config.hidden_size
-        out = torch.empty((len(tokens), hidden), dtype=torch.float32,
-                          pin_memory=self.device.type == "cuda")
-        lengths = [len(t) for t in tokens]
-        with torch.inference_mode():
-            for batch in plan_batches(lengths, self.token_budget):
-                self._embed_batch(batch, tokens, out, fasta, ids)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return out
+        self.model, self.encoder, self.device, self.token_budget = model, encoder, device, token_budget
+        self.hidden_size = model.config.hidden_size
+        self._compiled = torch.compile(self.pool, dynamic=True) if compile_model else None
 
-    def _embed_batch(self, batch, tokens, out, fasta, ids):
+    def embed(self, tokens: list[np.ndarray], fasta: str = "-", ids: list[str] | None = None):
+        """float32 [N, hidden] on the host, row i for tokens[i]."""
+        return self.embed_async(tokens, fasta, ids).result()
+
+    def embed_async(self, tokens: list[np.ndarray], fasta: str = "-", ids: list[str] | None = None) -> PendingEmbedding:
+        """Queue every batch of one chunk on the device; return without waiting for the GPU."""
+        import torch
+
+        order, pooled = [], []
+        with torch.inference_mode():
+            for batch in plan_batches([len(t) for t in tokens], self.token_budget):
+                self._embed_batch(batch, tokens, order, pooled, fasta, ids)
+            if not pooled:
+                return PendingEmbedding(torch.empty((0, self.hidden_size)), None)
+            rows = torch.empty((len(tokens), self.hidden_size), dtype=torch.float32, device=self.device)
+            rows[torch.as_tensor(order, device=self.device)] = torch.cat(pooled)
+            if self.device.type != "cuda":
+                return PendingEmbedding(rows, None)
+            host = torch.empty(rows.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(rows, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            return PendingEmbedding(host, event)
+
+    def _embed_batch(self, batch, tokens, order, pooled, fasta, ids):
         """Run one batch; on CUDA out-of-memory, split it in halves down to single proteins."""
         import torch
 
         try:
-            pooled = self.pool(*self.collate([tokens[i] for i in batch]))
+            input_ids, residue_mask = self.collate([tokens[i] for i in batch])
+            forward = self._compiled if self._compiled is not None and len(batch) > 1 else self.pool
+            pooled.append(forward(input_ids, residue_mask))
+            order.extend(batch)
         except torch.OutOfMemoryError:
             if len(batch) == 1:
                 index = batch[0]
@@ -132,10 +173,8 @@ class EsmEmbedder:
                                  "or free the GPU; --toks_per_batch only bounds batches")
             torch.cuda.empty_cache()
             half = len(batch) // 2
-            self._embed_batch(batch[:half], tokens, out, fasta, ids)
-            self._embed_batch(batch[half:], tokens, out, fasta, ids)
-            return
-        out[torch.as_tensor(batch)] = pooled.cpu()
+            self._embed_batch(batch[:half], tokens, order, pooled, fasta, ids)
+            self._embed_batch(batch[half:], tokens, order, pooled, fasta, ids)
 
     def collate(self, rows: list[np.ndarray]):
         """Pad to `[batch, max_len + 2]` token ids with BOS/EOS, plus the residue mask `[batch, max_len + 2]`."""
@@ -149,18 +188,21 @@ class EsmEmbedder:
             input_ids[r, 1: len(row) + 1] = row
             input_ids[r, len(row) + 1] = self.encoder.eos_id
             residue_mask[r, 1: len(row) + 1] = True
-        input_ids = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
-        residue_mask = torch.from_numpy(residue_mask).to(self.device, non_blocking=True)
-        return input_ids, residue_mask
+        pin = self.device.type == "cuda"
+        input_ids, residue_mask = torch.from_numpy(input_ids), torch.from_numpy(residue_mask)
+        if pin:
+            input_ids, residue_mask = input_ids.pin_memory(), residue_mask.pin_memory()
+        return input_ids.to(self.device, non_blocking=True), residue_mask.to(self.device, non_blocking=True)
 
     def pool(self, input_ids, residue_mask):
-        """Masked mean over residue positions of `last_hidden_state`: [batch, hidden] in float32."""
+        """input_ids, residue_mask [batch, length] -> mean of `last_hidden_state` over residues, [batch, hidden] float32."""
         import torch
 
-        attention_mask = (input_ids != self.encoder.pad_id).long()
+        attention_mask = input_ids.ne(self.encoder.pad_id).long()
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        summed = torch.einsum("bl,blh->bh", residue_mask.float(), hidden.float())
-        return summed / residue_mask.sum(1, keepdim=True).float()
+        weights = residue_mask.float()
+        summed = torch.einsum("bl,blh->bh", weights, hidden.float())
+        return summed / weights.sum(1, keepdim=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,10 +249,17 @@ def prefetch(encoder: ProteinEncoder, chunks: list[tuple[str, str]], depth: int 
 
 def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str | None, use_gpu: bool,
               toks_per_batch: int | None, max_length: int, trust_remote_code: bool = False,
-              log=sys.stderr) -> dict:
-    """Embed every (key, fasta) chunk into `<outdir>/<key>_ESM.pt`; return per-chunk statistics."""
-    import torch
+              compile_model: bool | None = None, fuse_qkv: bool = True, log=sys.stderr) -> dict:
+    """Embed every (key, fasta) chunk into `<outdir>/<key>_ESM.pt`; return per-chunk statistics.
 
+    Reading the next chunk, the GPU work on this one and writing the previous one overlap; at most
+    two chunks wait for the writer, so host memory stays bounded whatever the number of chunks.
+    `compile_model` defaults to on for CUDA, off on CPU.
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     started = time.perf_counter()
     device = choose_device(use_gpu)
     dtype, precision = choose_dtype(precision, device)
@@ -219,25 +268,54 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     if esm.config.hidden_size != ESM_DIM:
         raise InputError(model_dir, "hidden_size", f"model hidden size is {esm.config.hidden_size}, "
                          f"the features need {ESM_DIM}", "use a FastESM2_650 / ESM-2 650M model")
+    if fuse_qkv and not trust_remote_code:
+        fuse_qkv_projections(esm)
     encoder = ProteinEncoder(load_tokenizer(model_dir, esm), max_length)
     budget = toks_per_batch or default_token_budget(device, esm.config.hidden_size, esm.config.intermediate_size,
                                                     torch.finfo(dtype).bits // 8)
-    embedder = EsmEmbedder(esm, encoder, device, budget)
+    compile_model = device.type == "cuda" if compile_model is None else compile_model
+    embedder = EsmEmbedder(esm, encoder, device, budget, compile_model)
     load_seconds = time.perf_counter() - started
-    print(f"embed: model {model} ({precision}, {device}, {budget} tokens/batch) loaded in {load_seconds:.1f}s",
-          file=log, flush=True)
-    stats = []
-    for chunk in prefetch(encoder, chunks):
-        t0 = time.perf_counter()
-        vectors = embedder.embed(chunk.tokens, chunk.fasta, chunk.ids)
-        save_pt({"proteins": chunk.ids, "data": vectors.clone()}, Path(outdir) / f"{chunk.key}_ESM.pt")
+    print(f"embed: model {model} ({precision}, {device}, {budget} tokens/batch, "
+          f"{'compiled' if compile_model else 'eager'}) loaded in {load_seconds:.1f}s", file=log, flush=True)
+
+    stats, progress = [], Progress(len(chunks), log)
+
+    def write(chunk: EncodedChunk, pending: PendingEmbedding, t0: float):
+        save_pt({"proteins": chunk.ids, "data": pending.result()}, Path(outdir) / f"{chunk.key}_ESM.pt")
         seconds = time.perf_counter() - t0
         stats.append({"key": chunk.key, "proteins": len(chunk.ids), "residues": chunk.residues,
                       "truncated": chunk.truncated, "seconds": round(seconds, 3)})
-        print(f"embed: {chunk.key}: {len(chunk.ids)} proteins, {chunk.truncated} truncated, "
-              f"{len(chunk.ids) / seconds:.0f} proteins/s", file=log, flush=True)
-    summary = {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "token_budget": budget, "load_seconds": round(load_seconds, 3),
-               "total_seconds": round(time.perf_counter() - started, 3), "chunks": stats}
-    return summary
+        progress.chunk_done(chunk, seconds)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="esm-writer") as writer:
+        in_flight = []
+        for chunk in prefetch(encoder, chunks):
+            t0 = time.perf_counter()
+            in_flight.append(writer.submit(write, chunk, embedder.embed_async(chunk.tokens, chunk.fasta, chunk.ids), t0))
+            while len(in_flight) > 2:
+                in_flight.pop(0).result()
+        for future in in_flight:
+            future.result()
+    return {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "token_budget": budget, "compiled": compile_model, "load_seconds": round(load_seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 3), "chunks": stats}
+
+
+class Progress:
+    """One line per finished chunk with totals, rate and ETA: readable in .command.log (no carriage returns)."""
+
+    def __init__(self, total_chunks: int, log):
+        self.total, self.log, self.done, self.proteins, self.started = total_chunks, log, 0, 0, time.perf_counter()
+
+    def chunk_done(self, chunk: EncodedChunk, seconds: float):
+        self.done += 1
+        self.proteins += len(chunk.ids)
+        elapsed = time.perf_counter() - self.started
+        rate = self.proteins / max(elapsed, 1e-9)
+        eta = elapsed / self.done * (self.total - self.done)
+        bar = "#" * round(20 * self.done / self.total)
+        print(f"embed: [{bar:<20}] {self.done}/{self.total} chunks | {chunk.key}: {len(chunk.ids)} proteins, "
+              f"{chunk.truncated} truncated, {seconds:.1f}s | total {self.proteins} proteins, {rate:.0f}/s, "
+              f"ETA {eta:.0f}s", file=self.log, flush=True)

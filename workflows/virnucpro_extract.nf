@@ -43,6 +43,23 @@ def localModel() {
     return model.exists() ? model : []
 }
 
+/*
+ * The params that tasks see: paths typed relative to the launch directory made absolute, since
+ * tasks run in their own work directories (hub ids stay as they are).
+ */
+def taskParams() {
+    def resolved = params.findAll { k, _v -> k != 'help' }
+    ['input', 'data_dir'].each { name ->
+        if (params[name] instanceof CharSequence) {
+            resolved[name] = file(params[name]).toString()
+        }
+    }
+    if (localModel()) {
+        resolved.esm_model = localModel().toString()
+    }
+    return resolved
+}
+
 def shellQuote(text) {
     "'" + text.replace("'", "'\\''") + "'"
 }
@@ -54,7 +71,7 @@ def chunkKey(esm) {
 workflow VIRNUCPRO_EXTRACT {
     main:
     // One line, single-quoted for the shell: modules write it with `echo` (multi-line heredocs break indentation).
-    def paramsJson = shellQuote(groovy.json.JsonOutput.toJson(params.findAll { k, _v -> k != 'help' }))
+    def paramsJson = shellQuote(groovy.json.JsonOutput.toJson(taskParams()))
 
     PREFLIGHT(
         paramsJson,

@@ -85,8 +85,13 @@ def read_samplesheet(path) -> tuple[list[Chunk], list[InputError]]:
     path = Path(path).resolve()
     if not path.is_file():
         return [], [InputError(path, "-", "samplesheet not found", "check --input")]
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often save a byte-order mark
+    except UnicodeDecodeError as exc:
+        return [], [InputError(path, f"byte {exc.start}", "not a text CSV file (binary or non-UTF-8 content)",
+                               "save the samplesheet as a UTF-8 CSV")]
     chunks, errors, seen = [], [], {}
-    with open(path, newline="") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in SAMPLESHEET_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -238,7 +243,12 @@ def check_model(model: str, source: str = "--esm_model") -> list[InputError]:
     if not config_path.is_file():
         return [InputError(model, "config.json", "model directory missing or has no config.json",
                            "give a directory saved with save_pretrained, or a hub id")]
-    config = json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return [InputError(config_path, f"line {getattr(exc, 'lineno', '-')}",
+                           f"not valid JSON ({getattr(exc, 'msg', type(exc).__name__)})",
+                           "restore the model's config.json (save_pretrained writes it)")]
     hidden = config.get("hidden_size")
     if hidden != ESM_DIM:
         return [InputError(config_path, "hidden_size", f"model hidden size is {hidden}, the features need {ESM_DIM}",

@@ -326,6 +326,22 @@ def test_samplesheet_path_that_does_not_exist_is_resolved_against_its_folder(tmp
     expect_errors(result, (sheet, "line 2", rf"^protein_fasta 'in/missing.fa' does not exist \(resolved to {expected}\)$"))
 
 
+def test_samplesheet_that_is_not_text(tmp_path, tiny_model):
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(b"id,label,protein_fasta,dnabert_embeddings\n\xff\xfe,viral,a.fa,b.pt\n")
+    result = cli("preflight", "--input", sheet, "--esm_model", tiny_model, "--outdir", tmp_path / "out")
+    expect_errors(result, (sheet.resolve(), "byte 42", r"^not a text CSV file \(binary or non-UTF-8 content\)$"))
+
+
+def test_samplesheet_with_byte_order_mark_is_accepted(tmp_path, tiny_model):
+    fasta, dnabert = chunk(tmp_path)
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"\ufeffid,label,protein_fasta,dnabert_embeddings\nc1,host,{fasta},{dnabert}\n", encoding="utf-8")
+    result = cli("preflight", "--input", sheet, "--esm_model", tiny_model, "--outdir", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert next(csv.DictReader(open(tmp_path / "out" / "chunks.csv")))["key"] == "host/c1"
+
+
 # ----------------------------------------------------------------------------------------------
 # Parameters and model
 # ----------------------------------------------------------------------------------------------
@@ -367,6 +383,14 @@ def test_model_hidden_size_not_1280(tmp_path, demo_data):
     result = cli("preflight", "--data_dir", demo_data, "--esm_model", model, "--outdir", tmp_path / "out")
     expect_errors(result, (model / "config.json", "hidden_size", r"^model hidden size is 320, the features need 1280$"))
     assert not (tmp_path / "out" / "chunks.csv").exists()
+
+
+def test_model_config_that_is_not_json(tmp_path, demo_data):
+    model = tmp_path / "broken_model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "esm", "hidden_size": 1280\n')
+    result = cli("preflight", "--data_dir", demo_data, "--esm_model", model, "--outdir", tmp_path / "out")
+    expect_errors(result, (model / "config.json", "line 2", r"^not valid JSON \(.+\)$"))
 
 
 def test_embed_refuses_a_real_model_of_the_wrong_width(tmp_path):

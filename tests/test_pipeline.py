@@ -35,13 +35,14 @@ def process_name(row: dict) -> str:
     return row["process"].split(":")[-1]
 
 
-def check_against_inputs(outdir: Path, chunks: list[dict], reference, group_of=lambda c: c["group"],
-                         id_of=lambda c: c["id"]):
+def check_against_inputs(outdir: Path, chunks: list[dict], reference, max_length: int = 1022,
+                         group_of=lambda c: c["group"], id_of=lambda c: c["id"]):
     """ESM rows in FASTA order, merged rows in DNABERT-S order; protein halves equal the independent
-    reference (cosine), DNA halves equal the DNABERT-S vector of the same id (exactly); labels as train.py reads."""
+    reference of the first `max_length` residues (cosine), DNA halves equal the DNABERT-S vector of the
+    same id (exactly); labels as train.py reads them."""
     for chunk in chunks:
         group, chunk_id = group_of(chunk), id_of(chunk)
-        records = dict(read_fasta_records(chunk["fasta"]))
+        records = {rid: seq[:max_length] for rid, seq in read_fasta_records(chunk["fasta"])}
         esm = torch.load(outdir / "esm" / group / f"{chunk_id}_ESM.pt", weights_only=True)
         assert esm["proteins"] == list(records)
         assert esm["data"].dtype == torch.float32 and esm["data"].shape == (len(records), ESM_DIM)
@@ -82,6 +83,9 @@ def test_outputs_in_contract_layout(pipeline_run, demo_data, tiny_model):
         assert list(info.glob(pattern)), pattern
     report = (outdir / "report.html").read_text()
     assert "Validation PASSED" in report and "<svg" in report and "80 proteins in 4 chunks" in report
+    longer = sum(len(seq) > pipeline_run["max_length"] for c in chunks for _, seq in read_fasta_records(c["fasta"]))
+    assert longer > 0 and f"{longer} truncated to {pipeline_run['max_length']} residues" in report
+    assert json.loads((info / "preflight.json").read_text())["truncated"] == longer
 
     rows = trace_rows(outdir)
     assert {r["status"] for r in rows} == {"COMPLETED"}
@@ -91,7 +95,7 @@ def test_outputs_in_contract_layout(pipeline_run, demo_data, tiny_model):
 
 
 def test_outputs_match_an_independent_reference(pipeline_run, demo_data, reference):
-    check_against_inputs(pipeline_run["outdir"], demo_chunks(demo_data), reference)
+    check_against_inputs(pipeline_run["outdir"], demo_chunks(demo_data), reference, pipeline_run["max_length"])
 
 
 def test_merged_files_load_the_way_virnucpro_train_py_reads_them(pipeline_run):
@@ -194,12 +198,11 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_resume_caches_every_task(pipeline_run, demo_data, tiny_model):
+def test_resume_caches_every_task(pipeline_run):
     outdir, launch = pipeline_run["outdir"], pipeline_run["launch"]
     first = trace_rows(outdir)
     before = {f: digest(outdir / f) for f in files_under(outdir) if f.startswith(("esm/", "data_merge/"))}
-    run = nextflow("-profile", "test", "-resume", "--data_dir", demo_data, "--esm_model", tiny_model,
-                   "--outdir", outdir, cwd=launch)
+    run = nextflow(*pipeline_run["args"], "-resume", cwd=launch)
     assert run.returncode == 0, nextflow_output(run)[-6000:]
     events = [m.groups() for m in map(LOG_LINE.match, run.stdout.splitlines()) if m]
     assert len(events) == len(first) and {kind for kind, _ in events} == {"Cached"}, run.stdout

@@ -209,5 +209,18 @@ def make_demo_data_command(outdir, viral_chunks, host_chunks, proteins_per_chunk
     click.echo(make_demo_data(outdir, viral_chunks, host_chunks, proteins_per_chunk, seed))
 
 
+@main.command("fetch-model", epilog=EXAMPLE + "virnucpro-extract fetch-model Synthyra/FastESM2_650 --outdir /shared/models/FastESM2_650")
+@click.argument("source")
+@click.option("--outdir", default=None, help="Write the model here as plain files (default: into the Hugging Face cache).")
+@click.option("--revision", default=None, help="Hub branch, tag or commit (default main).")
+@click.option("--cache_dir", default=None, help="Hugging Face hub cache to use (default $HF_HOME/hub).")
+@reports_input_errors
+def fetch_model_command(source, outdir, revision, cache_dir):
+    """Download a hub model (or copy a local one) for nodes without internet; print its directory."""
+    from .fetch import fetch_model
+
+    click.echo(fetch_model(source, outdir, revision, cache_dir, log=lambda line: click.echo(line, err=True)))
+
+
 if __name__ == "__main__":
     main()

@@ -28,7 +28,6 @@ from virnucpro_extract.testdata import make_demo_data, make_test_model  # noqa: 
 # The contract's error line: `error: <file>: <record or line>: <what is wrong> — <how to fix it>`.
 ERROR_LINE = re.compile(r"^error: (?P<file>[^:]+): (?P<where>[^:]+?): (?P<problem>.+?) — (?P<fix>\S.*)$")
 ESM_DIM, DNABERT_DIM, MERGED_DIM = 1280, 768, 2048
-PIPELINE_MAX_LENGTH = 90
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,9 +231,8 @@ def pipeline_run(session_dir, demo_data, tiny_model):
     """One real `nextflow run -profile test --data_dir ...` whose outputs several tests check."""
     launch = session_dir / "nf_data_dir"
     outdir = launch / "results"
-    # --max_length 90 < the longest demo proteins (100): truncation is exercised end to end.
-    args = ["-profile", "test", "--data_dir", demo_data, "--esm_model", tiny_model, "--outdir", outdir,
-            "--max_length", PIPELINE_MAX_LENGTH]
+    # Default parameters: other tests (e.g. test_slurm.py) compare their runs with this one.
+    args = ["-profile", "test", "--data_dir", demo_data, "--esm_model", tiny_model, "--outdir", outdir]
     run = nextflow(*args, cwd=launch)
     assert run.returncode == 0, nextflow_output(run)[-6000:]
-    return {"launch": launch, "outdir": outdir, "run": run, "args": args, "max_length": PIPELINE_MAX_LENGTH}
+    return {"launch": launch, "outdir": outdir, "run": run, "args": args, "max_length": 1022}

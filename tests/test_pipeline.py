@@ -83,9 +83,7 @@ def test_outputs_in_contract_layout(pipeline_run, demo_data, tiny_model):
         assert list(info.glob(pattern)), pattern
     report = (outdir / "report.html").read_text()
     assert "Validation PASSED" in report and "<svg" in report and "80 proteins in 4 chunks" in report
-    longer = sum(len(seq) > pipeline_run["max_length"] for c in chunks for _, seq in read_fasta_records(c["fasta"]))
-    assert longer > 0 and f"{longer} truncated to {pipeline_run['max_length']} residues" in report
-    assert json.loads((info / "preflight.json").read_text())["truncated"] == longer
+    assert "0 truncated to 1022 residues" in report
 
     rows = trace_rows(outdir)
     assert {r["status"] for r in rows} == {"COMPLETED"}
@@ -122,7 +120,8 @@ def test_validate_subcommand_passes_on_the_published_outputs(pipeline_run, tmp_p
 # ----------------------------------------------------------------------------------------------
 # Other runs
 # ----------------------------------------------------------------------------------------------
-def test_samplesheet_run_with_relative_paths_and_no_group_column(tmp_path, demo_data, tiny_model, reference):
+def test_samplesheet_run_with_relative_paths_no_group_column_and_truncation(tmp_path, demo_data, tiny_model,
+                                                                             reference):
     chunks = {c["key"]: c for c in demo_chunks(demo_data)}
     picked = {"virA": chunks["viral.1.1/output_2"], "hostB": chunks["vertebrate_mammalian/output_1"]}
     sheet_dir = tmp_path / "project" / "sheets"
@@ -134,8 +133,9 @@ def test_samplesheet_run_with_relative_paths_and_no_group_column(tmp_path, demo_
         rows.append((name, chunk["label"], f"chunks/{name}.fa", f"chunks/{name}_DNABERT_S.pt"))
     write_samplesheet(sheet_dir / "samplesheet.csv", rows)
     launch = tmp_path / "project" / "launch"  # not the samplesheet's folder; --input given relative to here
+    # --max_length 90 < the longest demo proteins (100): truncation is exercised end to end.
     run = nextflow("-profile", "test", "--input", "../sheets/samplesheet.csv", "--esm_model", tiny_model,
-                   "--outdir", "results", cwd=launch)
+                   "--outdir", "results", "--max_length", 90, cwd=launch)
     assert run.returncode == 0, nextflow_output(run)[-6000:]
     outdir = launch / "results"
     assert files_under(outdir / "esm") == {"viral/virA_ESM.pt", "host/hostB_ESM.pt"}
@@ -144,7 +144,10 @@ def test_samplesheet_run_with_relative_paths_and_no_group_column(tmp_path, demo_
     as_sheet = [{**chunk, "fasta": sheet_dir / "chunks" / f"{name}.fa",
                  "dnabert": sheet_dir / "chunks" / f"{name}_DNABERT_S.pt", "name": name}
                 for name, chunk in picked.items()]
-    check_against_inputs(outdir, as_sheet, reference, group_of=lambda c: c["label"], id_of=lambda c: c["name"])
+    check_against_inputs(outdir, as_sheet, reference, 90, group_of=lambda c: c["label"], id_of=lambda c: c["name"])
+    longer = sum(len(seq) > 90 for c in as_sheet for _, seq in read_fasta_records(c["fasta"]))
+    assert longer > 0 and f"{longer} truncated to 90 residues" in (outdir / "report.html").read_text()
+    assert json.loads((outdir / "pipeline_info" / "preflight.json").read_text())["truncated"] == longer
 
 
 def test_stub_run(tmp_path, demo_data, tiny_model):

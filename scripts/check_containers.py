@@ -21,6 +21,11 @@ from pathlib import Path
 
 PIN = re.compile(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][^\s\"',;)]*)")
 CLI_DIR = "/opt/virnucpro-extract/bin"
+RUNTIME_PACKAGES = {  # Debian/Ubuntu package: why the image needs it
+    "gcc": "Triton builds its kernel launchers with it when torch.compile runs on the GPU",
+    "python3-dev": "Triton's kernel launchers include Python.h",
+    "procps": "Nextflow's task wrapper runs ps",
+}
 
 
 def normalize(name: str) -> str:
@@ -179,6 +184,11 @@ def check(repo: Path) -> tuple[list[str], bool]:
                         f"{base_docker} — build both from the same image")
     for recipe in ("Dockerfile", "virnucpro-extract.def"):
         check_prefetch(repo / "containers" / recipe, problems)
+        installed = (repo / "containers" / recipe).read_text()
+        for package in RUNTIME_PACKAGES:
+            if not re.search(rf"apt-get install[^\n]*(\\\n[^\n]*)*\b{re.escape(package)}\b", installed):
+                problems.append(f"error: containers/{recipe}: apt-get install: {package} is not installed — "
+                                f"{RUNTIME_PACKAGES[package]}")
     check_profiles(repo, version, problems)
     linted = hadolint(repo / "containers" / "Dockerfile", problems)
     return problems, linted

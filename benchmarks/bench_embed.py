@@ -30,7 +30,6 @@ from transformers import EsmConfig, EsmModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
 from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, run_embed  # noqa: E402
-from virnucpro_extract.fused_attention import fuse_qkv_projections  # noqa: E402
 from virnucpro_extract.models import load_tokenizer  # noqa: E402
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # a CPU run of the script's plumbing, tiny model and counts
@@ -168,9 +167,10 @@ def ratios(results: dict):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variants", default="eager_fused_65536,compiled_fused_65536")
+    parser.add_argument("--variants", default="eager_65536,compiled_65536")
     parser.add_argument("--sets", default=",".join(LENGTH_SETS))
     parser.add_argument("--references", default="1,2,3")
+    parser.add_argument("--profile", default="", help="a variant whose CUDA kernels to profile")
     parser.add_argument("--whole", type=int, default=0, help="chunk files of 10,000 proteins for the whole-worker run")
     args = parser.parse_args()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "inductor-cache"))
@@ -187,15 +187,12 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     encoder = ProteinEncoder(load_tokenizer(tmp), 1022)
 
-    def fresh(dtype, fused=False):
+    def fresh(dtype):
         with torch.device(DEVICE):
             model = EsmModel(esm2_650m_config(), add_pooling_layer=False).eval()
         model.config._attn_implementation = "sdpa"
         model.load_state_dict(state)
-        model = model.to(dtype).requires_grad_(False)
-        if fused:
-            fuse_qkv_projections(model)
-        return model
+        return model.to(dtype).requires_grad_(False)
 
     for set_name in args.sets.split(","):
         lo, hi, count = LENGTH_SETS[set_name]
@@ -219,14 +216,16 @@ def main():
             measure("3_plain_bf16_65536", lambda t: plain_batcher(bf16, encoder, t), tokens, reference, sample, results)
             del bf16
         for variant in args.variants.split(","):
-            mode, fusion, budget = variant.split("_")
-            model = fresh(torch.bfloat16, fused=fusion == "fused")
+            mode, budget = variant.split("_")
+            model = fresh(torch.bfloat16)
             embedder = EsmEmbedder(model, encoder, DEVICE, int(budget), compile_model=mode == "compiled")
             t0 = time.perf_counter()
             embedder.embed(tokens[:3000])  # warm-up, compile included
             warm = time.perf_counter() - t0
             measure(f"4_worker_{variant}", lambda t: embedder.embed(t), tokens, reference, sample, results)
             results[f"4_worker_{variant}"]["warmup_s"] = round(warm, 1)
+            if args.profile and variant == args.profile:
+                doc.setdefault("profiles", {})[f"{set_name}/{variant}"] = kernel_profile(embedder, tokens[:6000])
             del model, embedder
             torch.cuda.empty_cache()
         ratios(results)
@@ -237,6 +236,18 @@ def main():
         doc["whole_worker"] = whole_worker(args, state, encoder, doc, tmp)
         Path(args.out).write_text(json.dumps(doc, indent=1))
     print(json.dumps(doc, indent=1))
+
+
+def kernel_profile(embedder, tokens) -> list[str]:
+    """The top CUDA kernels by total time over a few batches: where the worker's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        embedder.embed(tokens)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70)
+    print(table, flush=True)
+    return table.splitlines()
 
 
 def whole_worker(args, state, encoder, doc, tmp: Path) -> dict:
@@ -266,7 +277,9 @@ def whole_worker(args, state, encoder, doc, tmp: Path) -> dict:
             sys.stderr.flush()
 
     summaries = {}
-    for attempt in ("cold_compile_cache", "warm_compile_cache"):
+    # Compile cache as a second task finds it: warmed by the steady-state runs above (their compile
+    # times are the variants' warmup_s).
+    for attempt in ("compile_cache_warm",):
         out = tmp / f"esm_{attempt}"
         rss_after_chunk.clear()
         t0 = time.perf_counter()

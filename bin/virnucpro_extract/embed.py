@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .fused_attention import fuse_qkv_projections
 from .models import config_hash, load_esm_model, load_tokenizer, resolve_model_dir
 from .util import ESM_DIM, InputError, read_proteins, save_pt, write_json
 
@@ -249,7 +248,7 @@ def prefetch(encoder: ProteinEncoder, chunks: list[tuple[str, str]], depth: int 
 
 def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str | None, use_gpu: bool,
               toks_per_batch: int | None, max_length: int, trust_remote_code: bool = False,
-              compile_model: bool | None = None, fuse_qkv: bool = True, log=sys.stderr) -> dict:
+              compile_model: bool | None = None, log=sys.stderr) -> dict:
     """Embed every (key, fasta) chunk into `<outdir>/<key>_ESM.pt`; return per-chunk statistics.
 
     Reading the next chunk, the GPU work on this one and writing the previous one overlap; at most
@@ -268,8 +267,6 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     if esm.config.hidden_size != ESM_DIM:
         raise InputError(model_dir, "hidden_size", f"model hidden size is {esm.config.hidden_size}, "
                          f"the features need {ESM_DIM}", "use a FastESM2_650 / ESM-2 650M model")
-    if fuse_qkv and not trust_remote_code:
-        fuse_qkv_projections(esm)
     encoder = ProteinEncoder(load_tokenizer(model_dir, esm), max_length)
     budget = toks_per_batch or default_token_budget(device, esm.config.hidden_size, esm.config.intermediate_size,
                                                     torch.finfo(dtype).bits // 8)

@@ -135,15 +135,17 @@ printf '%s\n%s\n' "$marker" "$gres_conf" > "$conf_dir/gres.conf"
 [ -f "$conf_dir/cgroup.conf" ] || printf '%s\nCgroupPlugin=autodetect\nIgnoreSystemd=yes\n' "$marker" > "$conf_dir/cgroup.conf"
 
 # --- daemons ------------------------------------------------------------------------------------
-running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-if running "$state/run/slurmctld.pid"; then
+running() {  # pidfile daemon: the pid file names a live process of that daemon (not a reused pid)
+    [ -f "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]
+}
+if running "$state/run/slurmctld.pid" slurmctld; then
     scontrol reconfigure >/dev/null 2>&1 || true
     log "slurmctld already running"
 else
     slurmctld -i || die "slurmctld did not start"
     log "slurmctld started"
 fi
-if running "$state/run/slurmd.pid"; then
+if running "$state/run/slurmd.pid" slurmd; then
     log "slurmd already running"
 else
     slurmd || die "slurmd did not start"

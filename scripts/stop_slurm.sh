@@ -7,11 +7,11 @@ set -uo pipefail
 state="${SLURM_STATE_DIR:-/var/lib/virnucpro-slurm}"
 log() { printf '[stop_slurm] %s\n' "$*" >&2; }
 
-stop_pidfile() {  # name pidfile
+stop_pidfile() {  # name pidfile: signal the pid only while it is still that daemon
     local pid
     [ -f "$2" ] || return 0
     pid="$(cat "$2")"
-    if kill -0 "$pid" 2>/dev/null; then
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ]; then
         kill "$pid"
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi

@@ -91,14 +91,17 @@ def parse_chunk(value: str) -> tuple[str, str]:
 @click.option("--max_length", type=int, default=1022, show_default=True)
 @click.option("--trust_remote_code", type=bool, default=False, show_default=True,
               help="Use the checkpoint's own model classes instead of transformers' EsmModel.")
+@click.option("--compile", "compile_model", type=bool, default=True, show_default=True,
+              help="torch.compile the model on GPU (ignored on CPU); compiled kernels are cached in TORCHINDUCTOR_CACHE_DIR.")
 @click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
 @reports_input_errors
-def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length, trust_remote_code, stats):
+def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length, trust_remote_code, compile_model,
+          stats):
     """Embed protein FASTA chunks (GROUP/ID=FASTA or FASTA) with an ESM-2-family model."""
     from .embed import run_embed
 
     summary = run_embed([parse_chunk(c) for c in chunks], outdir, esm_model, precision, use_gpu, toks_per_batch,
-                        max_length, trust_remote_code)
+                        max_length, trust_remote_code, compile_model and use_gpu)
     if stats:
         write_json(stats, summary)
 

@@ -27,6 +27,7 @@ process EMBED_PROTEINS {
         --use_gpu ${params.use_gpu} \\
         --max_length ${params.max_length} \\
         --trust_remote_code ${params.trust_remote_code} \\
+        --compile ${params.compile} \\
         ${precision} ${budget} \\
         --stats ${meta.id}.embed.json
     """

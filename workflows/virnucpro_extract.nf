@@ -49,7 +49,7 @@ def localModel() {
  */
 def taskParams() {
     def resolved = params.findAll { k, _v -> k != 'help' }
-    ['input', 'data_dir'].each { name ->
+    ['input', 'data_dir', 'outdir'].each { name ->
         if (params[name] instanceof CharSequence) {
             resolved[name] = file(params[name]).toString()
         }

@@ -296,6 +296,27 @@ def model_fingerprint(model: str) -> str:
     return f"{path.resolve()}@{digest.hexdigest()[:16]}"
 
 
+def check_publish_mode(params: dict, work_dir: Path) -> list[InputError]:
+    """Hard links (the atomic default publish mode) cannot cross file systems: say so before any GPU work.
+
+    Compared from the task's work directory to the nearest existing folder of --outdir; skipped when
+    that folder is not visible here (inside a container that does not mount it).
+    """
+    if (params.get("publish_dir_mode") or "link") != "link" or not params.get("outdir"):
+        return []
+    target = Path(str(params["outdir"])).expanduser().absolute()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if target == target.parent:
+        return []
+    if os.stat(target).st_dev == os.stat(work_dir).st_dev:
+        return []
+    return [InputError(params["outdir"], "--publish_dir_mode link",
+                       f"outdir ({target}) is on another file system than the work directory ({work_dir}), "
+                       "so outputs cannot be published as hard links",
+                       "pass --publish_dir_mode copy, or put -work-dir on the file system of --outdir")]
+
+
 def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_only: bool = False) -> dict:
     """Validate everything; write `chunks.csv` and `preflight.json` into outdir or raise InputErrors.
 
@@ -315,6 +336,7 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
         chunks, errors = discover_data_dir(params["data_dir"])
     if not discover_only:
         errors += check_model(str(params.get("esm_model") or ""))
+        errors += check_publish_mode(params, Path.cwd())
     discovered = len(chunks)
     if params.get("balance_hosts"):
         chunks = balance_hosts(chunks, int(params.get("seed", 42)))

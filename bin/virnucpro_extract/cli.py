@@ -107,6 +107,28 @@ def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_len
 
 
 # ----------------------------------------------------------------------------------------------
+@main.command("embed-dna", epilog=EXAMPLE + "virnucpro-extract embed-dna viral.1.1/output_1=output_1.fa "
+              "--dnabert_model ./DNABERT-S --outdir dnabert/")
+@click.argument("chunks", nargs=-1, required=True)
+@click.option("--outdir", default=".", show_default=True, help="Writes <outdir>/<key>_DNABERT_S.pt per chunk.")
+@click.option("--dnabert_model", default="zhihan1996/DNABERT-S", show_default=True,
+              help="Hub id or local directory of DNABERT-S (its own model code is used, with PyTorch attention).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Default bf16 on GPU, fp32 on CPU.")
+@click.option("--use_gpu", type=bool, default=True, show_default=True)
+@click.option("--toks_per_batch", type=int, default=None, help="Token budget per forward pass (default from free memory).")
+@click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
+@reports_input_errors
+def embed_dna(chunks, outdir, dnabert_model, precision, use_gpu, toks_per_batch, stats):
+    """Embed nucleotide FASTA chunks (GROUP/ID=FASTA or FASTA) with DNABERT-S, as VirNucPro did (mean over all tokens)."""
+    from .embed_dna import run_embed_dna
+
+    summary = run_embed_dna([parse_chunk(c) for c in chunks], outdir, dnabert_model, precision, use_gpu, toks_per_batch)
+    if stats:
+        write_json(stats, summary)
+
+
+# ----------------------------------------------------------------------------------------------
 @main.command(epilog=EXAMPLE + "virnucpro-extract merge --dnabert output_1_DNABERT_S.pt --esm output_1_ESM.pt "
               "--label viral --output viral.1.1_merged/output_1_merged.pt")
 @click.option("--dnabert", required=True, type=click.Path(dir_okay=False), help="DNABERT-S .pt of the chunk.")
@@ -199,17 +221,31 @@ def make_test_model_command(outdir, layers, seed, fast_esm_layout):
     click.echo(make_test_model(outdir, layers, seed, fast_esm_layout))
 
 
+@main.command("make-test-dna-model", epilog=EXAMPLE + "virnucpro-extract make-test-dna-model tiny_dnabert/")
+@click.argument("outdir")
+@click.option("--layers", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def make_test_dna_model_command(outdir, layers, seed):
+    """Save a tiny random-weight BERT (hidden 768) with a small DNA tokenizer, a stand-in for DNABERT-S."""
+    from .testdata import make_test_dna_model
+
+    click.echo(make_test_dna_model(outdir, layers, seed))
+
+
 @main.command("make-demo-data", epilog=EXAMPLE + "virnucpro-extract make-demo-data demo/data")
 @click.argument("outdir")
 @click.option("--viral_chunks", type=int, default=2, show_default=True)
 @click.option("--host_chunks", type=int, default=2, show_default=True)
 @click.option("--proteins_per_chunk", type=int, default=20, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-def make_demo_data_command(outdir, viral_chunks, host_chunks, proteins_per_chunk, seed):
+@click.option("--nucleotides", is_flag=True, help="Also write nucleotide FASTA (random 300-bp reads, same ids).")
+@click.option("--no_dnabert", is_flag=True, help="Leave out the DNABERT-S .pt files (the pipeline computes them).")
+def make_demo_data_command(outdir, viral_chunks, host_chunks, proteins_per_chunk, seed, nucleotides, no_dnabert):
     """Write a small VirNucPro data/ folder (protein FASTA + DNABERT-S files) of random records."""
     from .testdata import make_demo_data
 
-    click.echo(make_demo_data(outdir, viral_chunks, host_chunks, proteins_per_chunk, seed))
+    click.echo(make_demo_data(outdir, viral_chunks, host_chunks, proteins_per_chunk, seed,
+                              nucleotides=nucleotides, dnabert=not no_dnabert))
 
 
 @main.command("fetch-model", epilog=EXAMPLE + "virnucpro-extract fetch-model Synthyra/FastESM2_650 --outdir /shared/models/FastESM2_650")

@@ -63,15 +63,16 @@ class ProteinEncoder:
                             sum(len(s) > self.max_length for s in sequences))
 
 
-def plan_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Group indices into batches of similar length whose padded size `n × (max_len + 2)` fits the budget.
+def plan_batches(lengths: list[int], token_budget: int, extra: int = 2) -> list[list[int]]:
+    """Group indices into batches of similar length whose padded size `n × (max_len + extra)` fits the budget.
 
-    Sorting by length keeps padding small; each batch's width is its longest protein plus BOS/EOS.
+    Sorting by length keeps padding small; each batch's width is its longest protein plus BOS/EOS
+    (`extra` 2; 0 where the lengths already count the special tokens).
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     batches, current = [], []
     for index in order:
-        width = lengths[index] + 2  # ascending order: this is the batch's widest so far
+        width = lengths[index] + extra  # ascending order: this is the batch's widest so far
         if current and width * (len(current) + 1) > token_budget:
             batches.append(current)
             current = []
@@ -303,16 +304,18 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
 class Progress:
     """One line per finished chunk with totals, rate and ETA: readable in .command.log (no carriage returns)."""
 
-    def __init__(self, total_chunks: int, log):
+    def __init__(self, total_chunks: int, log, step: str = "embed", unit: str = "proteins"):
         self.total, self.log, self.done, self.proteins, self.started = total_chunks, log, 0, 0, time.perf_counter()
+        self.step, self.unit = step, unit
 
-    def chunk_done(self, chunk: EncodedChunk, seconds: float):
+    def chunk_done(self, chunk, seconds: float):
         self.done += 1
         self.proteins += len(chunk.ids)
         elapsed = time.perf_counter() - self.started
         rate = self.proteins / max(elapsed, 1e-9)
         eta = elapsed / self.done * (self.total - self.done)
         bar = "#" * round(20 * self.done / self.total)
-        print(f"embed: [{bar:<20}] {self.done}/{self.total} chunks | {chunk.key}: {len(chunk.ids)} proteins, "
-              f"{chunk.truncated} truncated, {seconds:.1f}s | total {self.proteins} proteins, {rate:.0f}/s, "
+        truncated = f"{chunk.truncated} truncated, " if getattr(chunk, "truncated", None) is not None else ""
+        print(f"{self.step}: [{bar:<20}] {self.done}/{self.total} chunks | {chunk.key}: {len(chunk.ids)} {self.unit}, "
+              f"{truncated}{seconds:.1f}s | total {self.proteins} {self.unit}, {rate:.0f}/s, "
               f"ETA {eta:.0f}s", file=self.log, flush=True)

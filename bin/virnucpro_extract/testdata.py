@@ -64,6 +64,44 @@ def make_test_model(outdir, layers: int = 1, seed: int = 0, fast_esm_layout: boo
     return outdir
 
 
+# A small DNA vocabulary: single bases and a few k-mers, with WordPiece's `##` continuation pieces.
+DNA_KMERS = ("AC", "GT", "TA", "CG", "AAT", "GGC", "TTAG", "ACGT")
+DNA_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("ACGTN") + [f"##{b}" for b in "ACGTN"]
+             + list(DNA_KMERS) + [f"##{k}" for k in DNA_KMERS])
+
+
+def make_test_dna_model(outdir, layers: int = 1, seed: int = 0) -> Path:
+    """Save a random-weight BERT (hidden 768, DNABERT-S's width) and a small DNA tokenizer to `outdir`.
+
+    The tokenizer is WordPiece over single bases and a few k-mers; a read is one "word", so the
+    word-length limit is raised well above read lengths (a 300-bp read must not become [UNK]).
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(DNA_VOCAB), hidden_size=DNABERT_DIM, num_hidden_layers=layers,
+                        num_attention_heads=12, intermediate_size=256, max_position_embeddings=1024, pad_token_id=0)
+    model = BertModel(config)
+    _randomise_layer_norms(model)
+    model.save_pretrained(outdir)
+    # A plain tokenizers-library tokenizer (as DNABERT-S ships one: tokenizer.json), so AutoTokenizer loads it as saved.
+    wordpiece = Tokenizer(WordPiece({token: i for i, token in enumerate(DNA_VOCAB)}, unk_token="[UNK]",
+                                    max_input_chars_per_word=100_000))
+    wordpiece.pre_tokenizer = pre_tokenizers.Whitespace()
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", DNA_VOCAB.index("[CLS]")), ("[SEP]", DNA_VOCAB.index("[SEP]"))])
+    wordpiece.decoder = decoders.WordPiece(prefix="##")
+    PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]", model_max_length=1024).save_pretrained(outdir)
+    return outdir
+
+
 def _randomise_layer_norms(model) -> None:
     """Random LayerNorm weights, so a test would notice a LayerNorm loaded from the wrong key."""
     import torch
@@ -88,21 +126,32 @@ def random_proteins(rng: random.Random, count: int, genome: str, min_len: int = 
 
 
 def write_chunk(protein_fasta, dnabert_pt, records, rng: random.Random) -> None:
-    """Write a protein FASTA and its DNABERT-S file (Python-list vectors, ids shuffled)."""
+    """Write a protein FASTA and its DNABERT-S file (Python-list vectors, ids shuffled); no file if `dnabert_pt`
+    is None (the same random numbers are drawn either way)."""
     write_text(protein_fasta, "".join(f">{i}\n{s[:60]}\n{s[60:]}\n" if len(s) > 60 else f">{i}\n{s}\n"
                                       for i, s in records))
     ids = [i for i, _ in records]
     rng.shuffle(ids)
-    save_pt({"nucleotide": ids,
-             "data": [{"label": i, "mean_representation": [rng.gauss(0, 1) for _ in range(DNABERT_DIM)]} for i in ids]},
-            dnabert_pt)
+    dnabert = {"nucleotide": ids,
+               "data": [{"label": i, "mean_representation": [rng.gauss(0, 1) for _ in range(DNABERT_DIM)]} for i in ids]}
+    if dnabert_pt is not None:
+        save_pt(dnabert, dnabert_pt)
+
+
+def write_reads(nucleotide_fasta, ids, rng: random.Random, length: int = 300) -> None:
+    """Write a nucleotide FASTA of random reads with the given ids, in that order."""
+    write_text(nucleotide_fasta, "".join(f">{i}\n{''.join(rng.choice('ACGT') for _ in range(length))}\n" for i in ids))
 
 
 def make_demo_data(outdir, viral_chunks: int = 2, host_chunks: int = 2, proteins_per_chunk: int = 20,
-                   seed: int = 1, max_len: int = 100) -> Path:
+                   seed: int = 1, max_len: int = 100, nucleotides: bool = False, dnabert: bool = True) -> Path:
     """A VirNucPro `data/` folder: viral.1.1 and vertebrate_mammalian chunks (host split over two categories
-    when there are several host chunks)."""
+    when there are several host chunks).
+
+    `nucleotides` also writes `<prefix>.identified_nucleotide/output_<n>.fa` (random 300-bp reads, the protein
+    FASTA's ids); `dnabert=False` leaves out the DNABERT-S files. Neither changes the protein records."""
     rng = random.Random(seed)
+    read_rng = random.Random(f"reads-{seed}")
     data = Path(outdir)
     host_prefixes = ["vertebrate_mammalian", "bacteria"]
     plan = [("viral.1.1", n + 1) for n in range(viral_chunks)]
@@ -111,5 +160,8 @@ def make_demo_data(outdir, viral_chunks: int = 2, host_chunks: int = 2, proteins
         genome = f"NC_{rng.randint(1000, 999999):06d}.1"
         records = random_proteins(rng, proteins_per_chunk, genome, max_len=max_len)
         write_chunk(data / f"{prefix}.identified_protein" / f"output_{n}.fa",
-                    data / f"{prefix}.identified_nucleotide" / f"output_{n}_DNABERT_S.pt", records, rng)
+                    data / f"{prefix}.identified_nucleotide" / f"output_{n}_DNABERT_S.pt" if dnabert else None,
+                    records, rng)
+        if nucleotides:
+            write_reads(data / f"{prefix}.identified_nucleotide" / f"output_{n}.fa", [i for i, _ in records], read_rng)
     return data

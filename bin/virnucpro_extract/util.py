@@ -25,6 +25,7 @@ MERGED_DIM = DNABERT_DIM + ESM_DIM
 VIRAL_PREFIXES = ("viral",)
 HOST_PREFIXES = ("vertebrate", "protozoa", "plant", "invertebrate", "fungi", "bacteria", "archaea")
 PROTEIN_ALPHABET = frozenset("ACDEFGHIKLMNPQRSTVWYXBZUO")
+NUCLEOTIDE_ALPHABET = frozenset("ACGTN")
 
 
 class InputError(Exception):
@@ -132,17 +133,37 @@ def check_protein(path, record: FastaRecord) -> str:
     return sequence
 
 
-def read_proteins(path) -> tuple[list[str], list[str]]:
-    """Read and check a protein FASTA: (ids, sequences) in file order, ids unique."""
+def check_nucleotide(path, record: FastaRecord) -> str:
+    """Return the upper-cased read, or raise for letters other than A, C, G, T, N."""
+    sequence = record.sequence.upper()
+    bad = sorted(set(sequence) - NUCLEOTIDE_ALPHABET)
+    if bad:
+        raise InputError(path, f"record {record.id} (line {record.line})", f"invalid nucleotide letter(s) {''.join(bad)!r}",
+                         "give DNA reads of A, C, G, T and N only (as VirNucPro's dataset scripts write them)")
+    return sequence
+
+
+def read_sequences(path, check, what: str = "protein") -> tuple[list[str], list[str]]:
+    """Read a FASTA and check each record with `check`: (ids, sequences) in file order, ids unique."""
     ids, seqs, seen = [], [], {}
     for record in read_fasta(path):
         if record.id in seen:
             raise InputError(path, f"record {record.id} (line {record.line})",
-                             f"duplicate id (first at line {seen[record.id]})", "make every protein id unique")
+                             f"duplicate id (first at line {seen[record.id]})", f"make every {what} id unique")
         seen[record.id] = record.line
         ids.append(record.id)
-        seqs.append(check_protein(path, record))
+        seqs.append(check(path, record))
     return ids, seqs
+
+
+def read_proteins(path) -> tuple[list[str], list[str]]:
+    """Read and check a protein FASTA: (ids, sequences) in file order, ids unique."""
+    return read_sequences(path, check_protein, "protein")
+
+
+def read_nucleotides(path) -> tuple[list[str], list[str]]:
+    """Read and check a nucleotide FASTA (DNA reads): (ids, upper-cased sequences) in file order, ids unique."""
+    return read_sequences(path, check_nucleotide, "read")
 
 
 # ----------------------------------------------------------------------------------------------

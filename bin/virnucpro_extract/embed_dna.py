@@ -1,0 +1,221 @@
+"""`embed-dna`: one DNABERT-S embedding per DNA read, as VirNucPro computed it, for many chunk files.
+
+VirNucPro ran the model one read at a time: `hidden_states = model(input_ids)[0]` then
+`torch.mean(hidden_states[0], dim=0)`, i.e. the mean of the last hidden state over EVERY token the
+tokenizer returns ([CLS] and [SEP] included). Here reads are batched by length under a token
+budget, padded, and the padding is masked both in attention (`attention_mask`) and in the mean, so
+a batch gives the same vectors as one read at a time. Written atomically as
+`<group>/<id>_DNABERT_S.pt` in VirNucPro's format, reads in FASTA order.
+
+DNABERT-S ships its own model code (DNABERT-2's `bert_layers.py`), whose Triton flash-attention
+kernel does not run on current Triton; after loading, the code module's `flash_attn_qkvpacked_func`
+is set to None, which selects that code's own PyTorch attention path (same maths, ALiBi bias included).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .embed import Progress, choose_device, choose_dtype, default_token_budget, plan_batches, prefetch
+from .models import config_hash, resolve_model_dir
+from .util import DNABERT_DIM, InputError, read_nucleotides, save_pt
+
+DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
+
+
+@dataclass
+class EncodedReads:
+    """One nucleotide chunk read and tokenised: token ids per read, special tokens included."""
+
+    key: str
+    fasta: str
+    ids: list[str]
+    tokens: list[np.ndarray]
+    bases: int = 0
+    token_count: int = field(init=False)
+
+    def __post_init__(self):
+        self.token_count = sum(len(t) for t in self.tokens)
+
+
+class ReadEncoder:
+    """Tokenises reads exactly as VirNucPro did: `tokenizer(read)["input_ids"]`, special tokens included."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def encode(self, sequences: list[str]) -> list[np.ndarray]:
+        if not sequences:
+            return []
+        encoded = self.tokenizer(sequences, add_special_tokens=True)["input_ids"]
+        return [np.asarray(ids, dtype=np.int64) for ids in encoded]
+
+    def read_chunk(self, key: str, fasta: str) -> EncodedReads:
+        ids, sequences = read_nucleotides(fasta)
+        return EncodedReads(key, fasta, ids, self.encode(sequences), sum(len(s) for s in sequences))
+
+
+class DnaEmbedder:
+    """Mean of the last hidden state over all of a read's tokens (padding excluded), float32 on the host."""
+
+    def __init__(self, model, pad_id: int, device, token_budget: int):
+        self.model, self.pad_id, self.device, self.token_budget = model, pad_id, device, token_budget
+        self.hidden_size = model.config.hidden_size
+
+    def embed(self, tokens: list[np.ndarray], fasta: str = "-", ids: list[str] | None = None):
+        """float32 [N, hidden] on the host, row i for tokens[i]."""
+        import torch
+
+        order, pooled = [], []
+        with torch.inference_mode():
+            for batch in plan_batches([len(t) for t in tokens], self.token_budget, extra=0):
+                self._embed_batch(batch, tokens, order, pooled, fasta, ids)
+            if not pooled:
+                return torch.empty((0, self.hidden_size))
+            rows = torch.empty((len(tokens), self.hidden_size), dtype=torch.float32, device=self.device)
+            rows[torch.as_tensor(order, device=self.device)] = torch.cat(pooled)
+            return rows.cpu()
+
+    def _embed_batch(self, batch, tokens, order, pooled, fasta, ids):
+        """Run one batch; on CUDA out-of-memory, split it in halves down to single reads."""
+        import torch
+
+        try:
+            input_ids, attention_mask = self.collate([tokens[i] for i in batch])
+            pooled.append(self.pool(input_ids, attention_mask))
+            order.extend(batch)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                index = batch[0]
+                name = ids[index] if ids else str(index)
+                raise InputError(fasta, f"record {name}", f"read of {len(tokens[index])} tokens does not fit in GPU "
+                                 "memory even alone", "split long reads (VirNucPro uses 300/500 bp) or free the GPU; "
+                                 "--toks_per_batch only bounds batches")
+            torch.cuda.empty_cache()
+            half = len(batch) // 2
+            self._embed_batch(batch[:half], tokens, order, pooled, fasta, ids)
+            self._embed_batch(batch[half:], tokens, order, pooled, fasta, ids)
+
+    def collate(self, rows: list[np.ndarray]):
+        """Pad to `[batch, max_len]` token ids, plus the attention mask (1 on the read's tokens, 0 on padding)."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            input_ids[r, : len(row)] = row
+            attention_mask[r, : len(row)] = 1
+        input_ids, attention_mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        if self.device.type == "cuda":
+            input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
+        return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
+
+    def pool(self, input_ids, attention_mask):
+        """[batch, length] -> mean of the last hidden state over the unpadded tokens, [batch, hidden] float32."""
+        import torch
+
+        hidden = self.model(input_ids, attention_mask=attention_mask)[0]
+        weights = attention_mask.float()
+        summed = torch.einsum("bl,blh->bh", weights, hidden.float())
+        return summed / weights.sum(1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+def force_torch_attention(model) -> list[str]:
+    """Make DNABERT-2-style model code take its PyTorch attention path; return the patched code modules.
+
+    That code (`bert_layers.py`) calls a Triton flash-attention kernel when its module-level
+    `flash_attn_qkvpacked_func` is set, and falls back to plain PyTorch attention when it is None.
+    The kernel was written for an old Triton and fails on current releases, so it is switched off.
+    """
+    patched = []
+    for module in model.modules():
+        code = sys.modules.get(type(module).__module__)
+        if code is not None and getattr(code, "flash_attn_qkvpacked_func", None) is not None:
+            code.flash_attn_qkvpacked_func = None
+            patched.append(code.__name__)
+    return patched
+
+
+def load_dnabert_model(model_dir: Path, dtype, device):
+    """DNABERT-S (or any BERT-like encoder) from a directory, its own code allowed, PyTorch attention forced."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        model = AutoModel.from_pretrained(model_dir, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(model_dir, "-", f"cannot load the DNABERT-S model or tokenizer ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})",
+                         "give --dnabert_model as zhihan1996/DNABERT-S or a directory holding its files")
+    force_torch_attention(model)
+    if model.config.hidden_size != DNABERT_DIM:
+        raise InputError(model_dir, "hidden_size", f"model hidden size is {model.config.hidden_size}, "
+                         f"the features need {DNABERT_DIM}", "use DNABERT-S (hidden size 768)")
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False), tokenizer
+
+
+def dnabert_object(ids: list[str], rows) -> dict:
+    """VirNucPro's DNABERT-S file: ids in order, one dict per read with 768 Python floats."""
+    return {"nucleotide": list(ids),
+            "data": [{"label": i, "mean_representation": v} for i, v in zip(ids, rows.tolist())]}
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker: many chunk files per model load
+# ----------------------------------------------------------------------------------------------
+def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DNABERT_MODEL,
+                  precision: str | None = None, use_gpu: bool = True, toks_per_batch: int | None = None,
+                  log=sys.stderr) -> dict:
+    """Embed every (key, nucleotide fasta) chunk into `<outdir>/<key>_DNABERT_S.pt`; return per-chunk statistics.
+
+    Reading the next chunk, the model work on this one and writing the previous one overlap.
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    started = time.perf_counter()
+    device = choose_device(use_gpu)
+    dtype, precision = choose_dtype(precision, device)
+    model_dir = resolve_model_dir(model)
+    bert, tokenizer = load_dnabert_model(model_dir, dtype, device)
+    encoder = ReadEncoder(tokenizer)
+    budget = toks_per_batch or default_token_budget(device, bert.config.hidden_size, bert.config.intermediate_size,
+                                                    torch.finfo(dtype).bits // 8)
+    embedder = DnaEmbedder(bert, encoder.pad_id, device, budget)
+    load_seconds = time.perf_counter() - started
+    print(f"embed-dna: model {model} ({precision}, {device}, {budget} tokens/batch) loaded in {load_seconds:.1f}s",
+          file=log, flush=True)
+
+    stats, progress = [], Progress(len(chunks), log, step="embed-dna", unit="reads")
+
+    def write(chunk: EncodedReads, rows, t0: float):
+        save_pt(dnabert_object(chunk.ids, rows), Path(outdir) / f"{chunk.key}_DNABERT_S.pt")
+        seconds = time.perf_counter() - t0
+        stats.append({"key": chunk.key, "reads": len(chunk.ids), "bases": chunk.bases, "tokens": chunk.token_count,
+                      "seconds": round(seconds, 3)})
+        progress.chunk_done(chunk, seconds)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dnabert-writer") as writer:
+        in_flight = []
+        for chunk in prefetch(encoder, chunks):
+            t0 = time.perf_counter()
+            in_flight.append(writer.submit(write, chunk, embedder.embed(chunk.tokens, chunk.fasta, chunk.ids), t0))
+            while len(in_flight) > 2:
+                in_flight.pop(0).result()
+        for future in in_flight:
+            future.result()
+    return {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "token_budget": budget, "load_seconds": round(load_seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 3), "chunks": sorted(stats, key=lambda s: s["key"])}

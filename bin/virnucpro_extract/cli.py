@@ -52,18 +52,22 @@ def main():
 @click.option("--balance_hosts", is_flag=True, default=None, help="Sample host files as VirNucPro does.")
 @click.option("--seed", type=int, default=None, help="Seed of --balance_hosts (default 42).")
 @click.option("--allow_missing", is_flag=True, default=None, help="Drop ids present on one side only.")
+@click.option("--dnabert_model", default=None, help="DNABERT-S hub id or directory (checked when a chunk needs it).")
+@click.option("--recompute_dnabert", is_flag=True, default=None,
+              help="Mark every chunk with a nucleotide FASTA for DNABERT-S computation.")
 @click.option("--outdir", default=".", show_default=True, help="Where chunks.csv and preflight.json go.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes reading chunk files.")
 @click.option("--discover_only", is_flag=True, help="List chunks without reading them (the pipeline's stub run).")
 @reports_input_errors
 def preflight(params_json, schema, input_, data_dir, esm_model, max_length, balance_hosts, seed, allow_missing,
-              outdir, workers, discover_only):
+              dnabert_model, recompute_dnabert, outdir, workers, discover_only):
     """Check parameters and every input file; write the chunk manifest (chunks.csv)."""
     from .preflight import run_preflight
 
     params = json.loads(Path(params_json).read_text()) if params_json else {}
     for name, value in dict(input=input_, data_dir=data_dir, esm_model=esm_model, max_length=max_length,
-                            balance_hosts=balance_hosts, seed=seed, allow_missing=allow_missing).items():
+                            balance_hosts=balance_hosts, seed=seed, allow_missing=allow_missing,
+                            dnabert_model=dnabert_model, recompute_dnabert=recompute_dnabert).items():
         if value is not None:
             params[name] = value
     params.setdefault("esm_model", "Synthyra/FastESM2_650")
@@ -182,27 +186,31 @@ def validate(table, manifest, outdir, allow_missing, out, sample):
 
 
 # ----------------------------------------------------------------------------------------------
-@main.command(epilog=EXAMPLE + "virnucpro-extract report --validation validation.json --out report.html")
-@click.option("--validation", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--sample", type=click.Path(exists=True, dir_okay=False), help="Feature sample from validate.")
-@click.option("--preflight", "preflight_json", type=click.Path(exists=True, dir_okay=False))
-@click.option("--embed_stats", multiple=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--merge_stats", multiple=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--params_json", type=click.Path(exists=True, dir_okay=False))
-@click.option("--nextflow_version", default="")
+@main.command(epilog=EXAMPLE + "virnucpro-extract report --validation validation.json --sample feature_sample.pt "
+              "--preflight pipeline_info/preflight.json --embed_stats pipeline_info/embed/embed_0.embed.json "
+              "--params_json pipeline_info/params.json --out report.html")
+@click.option("--validation", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="validation.json of validate.")
+@click.option("--sample", type=click.Path(exists=True, dir_okay=False), help="Feature sample from validate --sample.")
+@click.option("--preflight", "preflight_json", type=click.Path(exists=True, dir_okay=False), help="preflight.json.")
+@click.option("--embed_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Statistics of one embed task (<task>.embed.json; repeat per task): throughput per task.")
+@click.option("--merge_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Statistics of one merge (<group>__<id>.merge.json; repeat per chunk): dropped ids.")
+@click.option("--params_json", type=click.Path(exists=True, dir_okay=False), help="The run's params as JSON.")
+@click.option("--nextflow_version", default="", help="Shown with the other versions.")
 @click.option("--versions_out", default=None, help="Also write software versions as JSON here.")
 @click.option("--out", default="report.html", show_default=True)
 def report(validation, sample, preflight_json, embed_stats, merge_stats, params_json, nextflow_version, versions_out,
            out):
     """Write the self-contained HTML report of a run."""
-    from .report import build_report, package_versions
+    from .report import build_report, package_versions, read_stats
     from .util import load_pt
 
-    read = lambda p: json.loads(Path(p).read_text()) if p else {}
+    read = lambda p: read_stats(p) if p else {}
     html = build_report(read(validation), load_pt(sample) if sample else {}, read(preflight_json),
-                        [read(p) for p in embed_stats], [{**read(p), "key": Path(p).name.split(".")[0]}
-                                                          for p in merge_stats],
-                        read(params_json), nextflow_version)
+                        [read(p) for p in embed_stats], [read(p) for p in merge_stats],
+                        {k: v for k, v in read(params_json).items() if not k.startswith("_")}, nextflow_version)
     write_text(out, html)
     if versions_out:
         write_json(versions_out, {"nextflow": nextflow_version, **package_versions()})

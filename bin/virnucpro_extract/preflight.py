@@ -18,16 +18,17 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .util import (ESM_DIM, InputError, InputErrors, label_for_prefix, load_dnabert, read_proteins, write_json,
-                   write_text)
+from .util import (DNABERT_DIM, ESM_DIM, InputError, InputErrors, label_for_prefix, load_dnabert, read_nucleotides,
+                   read_proteins, write_json, write_text)
 
 SAMPLESHEET_COLUMNS = ("id", "label", "protein_fasta", "dnabert_embeddings")
+DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PROTEIN_DIR_SUFFIX = ".identified_protein"
 NUCLEOTIDE_DIR_SUFFIX = ".identified_nucleotide"
 CHUNK_FASTA = re.compile(r"^(output_\d+)\.fa$")
 MANIFEST_COLUMNS = ("key", "id", "group", "label", "protein_fasta", "dnabert_embeddings", "task_group",
-                    "proteins", "truncated", "max_residues")
+                    "proteins", "truncated", "max_residues", "nucleotide_fasta", "compute_dnabert")
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Chunk:
     label: str
     protein_fasta: str
     dnabert_embeddings: str
+    nucleotide_fasta: str = ""
+    compute_dnabert: bool = False  # EMBED_DNA computes the DNABERT-S file from nucleotide_fasta
 
     @property
     def key(self) -> str:
@@ -80,8 +83,12 @@ def input_choice_errors(params: dict, source: str = "params") -> list[InputError
 # ----------------------------------------------------------------------------------------------
 # Discovery
 # ----------------------------------------------------------------------------------------------
-def read_samplesheet(path) -> tuple[list[Chunk], list[InputError]]:
-    """Parse a samplesheet; relative paths are resolved against the samplesheet's folder."""
+def read_samplesheet(path, recompute_dnabert: bool = False) -> tuple[list[Chunk], list[InputError]]:
+    """Parse a samplesheet; relative paths are resolved against the samplesheet's folder.
+
+    An optional `nucleotide_fasta` column names the reads of a chunk: where `dnabert_embeddings` is
+    empty (or `recompute_dnabert`), its DNABERT-S file is computed from them.
+    """
     path = Path(path).resolve()
     if not path.is_file():
         return [], [InputError(path, "-", "samplesheet not found", "check --input")]
@@ -93,10 +100,12 @@ def read_samplesheet(path) -> tuple[list[Chunk], list[InputError]]:
     chunks, errors, seen = [], [], {}
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in SAMPLESHEET_COLUMNS if c not in (reader.fieldnames or [])]
+        columns = reader.fieldnames or []
+        required = [c for c in SAMPLESHEET_COLUMNS if c != "dnabert_embeddings" or "nucleotide_fasta" not in columns]
+        missing = [c for c in required if c not in columns]
         if missing:
             return [], [InputError(path, "line 1", f"missing column(s) {', '.join(missing)}",
-                                   f"the header must be {','.join(SAMPLESHEET_COLUMNS)}[,group]")]
+                                   f"the header must be {','.join(SAMPLESHEET_COLUMNS)}[,group][,nucleotide_fasta]")]
         for lineno, row in enumerate(reader, start=2):
             where = f"line {lineno}"
             row = {k: (v or "").strip() for k, v in row.items() if k is not None}
@@ -116,7 +125,10 @@ def read_samplesheet(path) -> tuple[list[Chunk], list[InputError]]:
                 continue
             seen[key] = lineno
             files = {}
-            for column in ("protein_fasta", "dnabert_embeddings"):
+            compute = bool(row.get("nucleotide_fasta")) and (recompute_dnabert or not row.get("dnabert_embeddings"))
+            columns = ("protein_fasta", "nucleotide_fasta" if compute else "dnabert_embeddings")
+            for column in columns + (("nucleotide_fasta",) if row.get("nucleotide_fasta") and not compute else ()):
+                row.setdefault(column, "")
                 file = Path(row[column]) if row[column] else None
                 if file is not None and not file.is_absolute():
                     file = path.parent / file
@@ -125,14 +137,19 @@ def read_samplesheet(path) -> tuple[list[Chunk], list[InputError]]:
                                              + (f" (resolved to {file})" if file else ""),
                                              "fix the path; relative paths are resolved against the samplesheet's folder"))
                 files[column] = str(file.resolve()) if file else ""
-            chunks.append(Chunk(row["id"], group, label, files["protein_fasta"], files["dnabert_embeddings"]))
+            chunks.append(Chunk(row["id"], group, label, files["protein_fasta"], files.get("dnabert_embeddings", ""),
+                                files.get("nucleotide_fasta", ""), compute))
     if not chunks and not errors:
         errors.append(InputError(path, "-", "samplesheet has no rows", "add one row per chunk"))
     return chunks, errors
 
 
-def discover_data_dir(data_dir) -> tuple[list[Chunk], list[InputError]]:
-    """Find `<prefix>.identified_protein/output_<n>.fa` chunks and their DNABERT-S files."""
+def discover_data_dir(data_dir, recompute_dnabert: bool = False) -> tuple[list[Chunk], list[InputError]]:
+    """Find `<prefix>.identified_protein/output_<n>.fa` chunks and their DNABERT-S files.
+
+    A chunk whose DNABERT-S file is missing but whose reads `<prefix>.identified_nucleotide/output_<n>.fa`
+    exist (every chunk with reads, with `recompute_dnabert`) is marked for EMBED_DNA to compute.
+    """
     data_dir = Path(data_dir).resolve()
     if not data_dir.is_dir():
         return [], [InputError(data_dir, "-", "--data_dir is not a directory", "give VirNucPro's data/ folder")]
@@ -151,11 +168,15 @@ def discover_data_dir(data_dir) -> tuple[list[Chunk], list[InputError]]:
             if not match:
                 continue
             dnabert = nucleotide_dir / f"{match.group(1)}_DNABERT_S.pt"
-            if not dnabert.is_file():
+            reads = nucleotide_dir / f"{match.group(1)}.fa"
+            compute = reads.is_file() and (recompute_dnabert or not dnabert.is_file())
+            if not dnabert.is_file() and not compute:
                 errors.append(InputError(fasta, match.group(1), f"no DNABERT-S file (expected {dnabert})",
+                                         f"add the chunk's reads as {reads} (the pipeline then computes it), "
                                          "run VirNucPro's DNABERT-S step for this chunk or remove the chunk"))
                 continue
-            chunks.append(Chunk(match.group(1), prefix, label, str(fasta), str(dnabert)))
+            chunks.append(Chunk(match.group(1), prefix, label, str(fasta), "" if compute else str(dnabert),
+                                str(reads) if reads.is_file() else "", compute))
     if not chunks and not errors:
         errors.append(InputError(data_dir, "-", f"no <prefix>{PROTEIN_DIR_SUFFIX}/output_<n>.fa chunks found",
                                  "point --data_dir at VirNucPro's data/ folder"))
@@ -193,16 +214,21 @@ def check_chunk(chunk: Chunk, max_length: int, allow_missing: bool) -> dict:
         proteins = dict(zip(ids, seqs))
     except InputError as exc:
         errors.append(exc)
+    dna_ids, dna_file, dna_side = None, chunk.dnabert_embeddings, "DNABERT-S file"
     try:
-        dnabert = load_dnabert(chunk.dnabert_embeddings)
+        if chunk.compute_dnabert:
+            dna_file, dna_side = chunk.nucleotide_fasta, "nucleotide FASTA"
+            dna_ids = read_nucleotides(chunk.nucleotide_fasta)[0]
+        else:
+            dna_ids = load_dnabert(chunk.dnabert_embeddings).ids
     except InputError as exc:
         errors.append(exc)
-    if proteins is not None and dnabert is not None and not allow_missing:
-        dna_ids = set(dnabert.ids)
-        only_protein = [i for i in proteins if i not in dna_ids]
-        only_dna = [i for i in dnabert.ids if i not in proteins]
-        for side, missing, other in (("protein FASTA", only_protein, chunk.dnabert_embeddings),
-                                     ("DNABERT-S file", only_dna, chunk.protein_fasta)):
+    if proteins is not None and dna_ids is not None and not allow_missing:
+        dna_set = set(dna_ids)
+        only_protein = [i for i in proteins if i not in dna_set]
+        only_dna = [i for i in dna_ids if i not in proteins]
+        for side, missing, other in (("protein FASTA", only_protein, dna_file),
+                                     (dna_side, only_dna, chunk.protein_fasta)):
             if missing:
                 example = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
                 errors.append(InputError(other, f"record {missing[0]}",
@@ -225,8 +251,9 @@ def _check_chunk_star(args):
 # ----------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------
-def check_model(model: str, source: str = "--esm_model") -> list[InputError]:
-    """A local model directory must exist and produce ESM_DIM-wide hidden states."""
+def check_model(model: str, source: str = "--esm_model", hidden_size: int = ESM_DIM,
+                fix: str = "use a FastESM2_650 / ESM-2 650M model (hidden size 1280)") -> list[InputError]:
+    """A local model directory must exist and produce `hidden_size`-wide hidden states."""
     looks_local = model.startswith(("/", ".", "~")) or os.path.exists(model)
     config_path = Path(model).expanduser() / "config.json"
     if not looks_local:
@@ -250,9 +277,9 @@ def check_model(model: str, source: str = "--esm_model") -> list[InputError]:
                            f"not valid JSON ({getattr(exc, 'msg', type(exc).__name__)})",
                            "restore the model's config.json (save_pretrained writes it)")]
     hidden = config.get("hidden_size")
-    if hidden != ESM_DIM:
-        return [InputError(config_path, "hidden_size", f"model hidden size is {hidden}, the features need {ESM_DIM}",
-                           "use a FastESM2_650 / ESM-2 650M model (hidden size 1280)")]
+    if hidden != hidden_size:
+        return [InputError(config_path, "hidden_size", f"model hidden size is {hidden}, the features need {hidden_size}",
+                           fix)]
     return []
 
 
@@ -263,7 +290,7 @@ def write_manifest(path, rows: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({c: r[c] for c in MANIFEST_COLUMNS} for r in rows)
+    writer.writerows({c: str(r[c]).lower() if isinstance(r[c], bool) else r[c] for c in MANIFEST_COLUMNS} for r in rows)
     write_text(path, buffer.getvalue())
 
 
@@ -330,17 +357,22 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
         raise InputErrors(errors)
     for name in unknown_params(params, schema) if schema else []:
         print(f"warning: --{name} is not a parameter of this pipeline (ignored); see --help", file=sys.stderr)
+    recompute = bool(params.get("recompute_dnabert", False))
     if params.get("input"):
-        chunks, errors = read_samplesheet(params["input"])
+        chunks, errors = read_samplesheet(params["input"], recompute)
     else:
-        chunks, errors = discover_data_dir(params["data_dir"])
+        chunks, errors = discover_data_dir(params["data_dir"], recompute)
     if not discover_only:
         errors += check_model(str(params.get("esm_model") or ""))
         errors += check_publish_mode(params, Path.cwd())
     discovered = len(chunks)
     if params.get("balance_hosts"):
         chunks = balance_hosts(chunks, int(params.get("seed", 42)))
-    checkable = [c for c in chunks if Path(c.protein_fasta).is_file() and Path(c.dnabert_embeddings).is_file()]
+    if not discover_only and any(c.compute_dnabert for c in chunks):
+        errors += check_model(str(params.get("dnabert_model") or DEFAULT_DNABERT_MODEL), "--dnabert_model",
+                              DNABERT_DIM, "use DNABERT-S (zhihan1996/DNABERT-S, hidden size 768)")
+    checkable = [c for c in chunks if Path(c.protein_fasta).is_file()
+                 and Path(c.nucleotide_fasta if c.compute_dnabert else c.dnabert_embeddings).is_file()]
     max_length, allow_missing = int(params.get("max_length", 1022)), bool(params.get("allow_missing", False))
     jobs = [(c, max_length, allow_missing) for c in checkable]
     if discover_only:
@@ -365,6 +397,9 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
     summary = {"chunks_discovered": discovered, "chunks_selected": len(rows),
                "proteins": sum(r["proteins"] for r in rows), "truncated": sum(r["truncated"] for r in rows),
                "max_length": max_length, "balance_hosts": bool(params.get("balance_hosts")),
-               "model_fingerprint": model_fingerprint(str(params.get("esm_model") or "")), "chunks": rows}
+               "model_fingerprint": model_fingerprint(str(params.get("esm_model") or "")),
+               "dnabert_chunks_to_compute": sum(bool(r["compute_dnabert"]) for r in rows),
+               "dnabert_model_fingerprint": model_fingerprint(str(params.get("dnabert_model") or DEFAULT_DNABERT_MODEL)),
+               "chunks": rows}
     write_json(outdir / "preflight.json", summary)
     return summary

@@ -20,7 +20,10 @@ TABLE_COLUMNS = ("key", "group", "id", "label", "protein_fasta", "dnabert_embedd
 def outputs_table(manifest_rows: list[dict], outdir) -> list[dict]:
     """Rows of TABLE_COLUMNS for chunks published under `outdir` in the contract's layout."""
     outdir = Path(outdir)
-    return [{**row, "esm": str(outdir / "esm" / row["group"] / f"{row['id']}_ESM.pt"),
+    computed = lambda row: str(row.get("compute_dnabert", "")).lower() == "true"  # written by EMBED_DNA
+    return [{**row, **({"dnabert_embeddings": str(outdir / "dnabert" / row["group"] / f"{row['id']}_DNABERT_S.pt")}
+                       if computed(row) else {}),
+             "esm": str(outdir / "esm" / row["group"] / f"{row['id']}_ESM.pt"),
              "merged": str(outdir / "data_merge" / f"{row['group']}_merged" / f"{row['id']}_merged.pt")}
             for row in manifest_rows]
 

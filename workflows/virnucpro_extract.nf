@@ -1,8 +1,9 @@
 /*
- * PREFLIGHT -> EMBED_PROTEINS -> MERGE_FEATURES -> VALIDATE_OUTPUTS
+ * PREFLIGHT -> EMBED_PROTEINS (+ EMBED_DNA for chunks without DNABERT-S files) -> MERGE_FEATURES -> VALIDATE_OUTPUTS
  */
 include { PREFLIGHT        } from '../modules/local/preflight'
 include { EMBED_PROTEINS   } from '../modules/local/embed_proteins'
+include { EMBED_DNA        } from '../modules/local/embed_dna'
 include { MERGE_FEATURES   } from '../modules/local/merge_features'
 include { VALIDATE_OUTPUTS } from '../modules/local/validate_outputs'
 
@@ -22,7 +23,7 @@ def inputFiles() {
         def sheet = file(params.input)
         def listed = []
         sheet.splitCsv(header: true).each { row ->
-            ['protein_fasta', 'dnabert_embeddings'].each { column ->
+            ['protein_fasta', 'dnabert_embeddings', 'nucleotide_fasta'].each { column ->
                 def value = row[column]?.trim()
                 if (value) {
                     def path = value.startsWith('/') ? file(value) : sheet.parent.resolve(value)
@@ -43,6 +44,12 @@ def localModel() {
     return model.exists() ? model : []
 }
 
+/* The DNABERT-S model directory to stage (local models), or [] for hub ids resolved from the HF cache. */
+def localDnaModel() {
+    def model = file(params.dnabert_model)
+    return model.exists() ? model : []
+}
+
 /*
  * The params that tasks see: paths typed relative to the launch directory made absolute, since
  * tasks run in their own work directories (hub ids stay as they are).
@@ -57,6 +64,9 @@ def taskParams() {
     if (localModel()) {
         resolved.esm_model = localModel().toString()
     }
+    if (localDnaModel()) {
+        resolved.dnabert_model = localDnaModel().toString()
+    }
     return resolved
 }
 
@@ -68,6 +78,10 @@ def chunkKey(esm) {
     "${esm.parent.name}/${esm.name - '_ESM.pt'}"
 }
 
+def dnaChunkKey(dnabert) {
+    "${dnabert.parent.name}/${dnabert.name - '_DNABERT_S.pt'}"
+}
+
 workflow VIRNUCPRO_EXTRACT {
     main:
     // One line, single-quoted for the shell: modules write it with `echo` (multi-line heredocs break indentation).
@@ -77,20 +91,51 @@ workflow VIRNUCPRO_EXTRACT {
         paramsJson,
         file("${projectDir}/nextflow_schema.json"),
         inputFiles(),
-        localModel(),
+        [localModel(), localDnaModel()].flatten(),
     )
 
     ch_chunks = PREFLIGHT.out.manifest
         .splitCsv(header: true)
         .map { row ->
-            def meta = [key: row.key, id: row.id, group: row.group, label: row.label, task_group: row.task_group as int]
-            [meta, file(row.protein_fasta), file(row.dnabert_embeddings)]
+            def meta = [key: row.key, id: row.id, group: row.group, label: row.label, task_group: row.task_group as int,
+                        compute_dnabert: row.compute_dnabert == 'true']
+            // Chunks marked compute_dnabert carry their nucleotide FASTA here until EMBED_DNA replaces it.
+            [meta, file(row.protein_fasta), file(meta.compute_dnabert ? row.nucleotide_fasta : row.dnabert_embeddings)]
+        }
+        .branch { meta, _fasta, _dna ->
+            compute: meta.compute_dnabert
+            given: true
         }
 
     ch_model_key = PREFLIGHT.out.summary.map { json -> new groovy.json.JsonSlurper().parse(json).model_fingerprint }
+    ch_dna_model_key = PREFLIGHT.out.summary.map { json -> new groovy.json.JsonSlurper().parse(json).dnabert_model_fingerprint }
+
+    // DNABERT-S for chunks that have reads but no (or, with --recompute_dnabert, a stale) DNABERT-S file.
+    ch_dna_in = ch_chunks.compute
+        .map { meta, _fasta, reads -> [meta.task_group, meta, reads] }
+        .groupTuple()
+        .map { group, metas, reads ->
+            def pairs = [metas, reads].transpose().sort { pair -> pair[0].key }
+            [[id: "embed_dna_${group}", keys: pairs.collect { pair -> pair[0].key }], pairs.collect { pair -> pair[1] }]
+        }
+
+    EMBED_DNA(ch_dna_in, localDnaModel(), ch_dna_model_key)
+
+    ch_dna_computed = EMBED_DNA.out.dnabert
+        .flatten()
+        .map { dnabert -> [dnaChunkKey(dnabert), dnabert] }
+
+    // Every chunk with its DNABERT-S file: given, or computed above.
+    ch_chunks_dna = ch_chunks.given
+        .mix(
+            ch_chunks.compute
+                .map { meta, fasta, _reads -> [meta.key, meta, fasta] }
+                .join(ch_dna_computed, failOnMismatch: true, failOnDuplicate: true)
+                .map { _key, meta, fasta, dnabert -> [meta, fasta, dnabert] }
+        )
 
     // Several chunk files per task: one model load, many chunks (grouping chosen by PREFLIGHT).
-    ch_embed_in = ch_chunks
+    ch_embed_in = ch_chunks.given.mix(ch_chunks.compute)
         .map { meta, fasta, _dna -> [meta.task_group, meta, fasta] }
         .groupTuple()
         .map { group, metas, fastas ->
@@ -104,14 +149,14 @@ workflow VIRNUCPRO_EXTRACT {
         .flatten()
         .map { esm -> [chunkKey(esm), esm] }
 
-    ch_merge_in = ch_chunks
+    ch_merge_in = ch_chunks_dna
         .map { meta, _fasta, dna -> [meta.key, meta, dna] }
         .join(ch_esm, failOnMismatch: true, failOnDuplicate: true)
         .map { _key, meta, dna, esm -> [meta, esm, dna] }
 
     MERGE_FEATURES(ch_merge_in)
 
-    ch_validate_in = ch_chunks
+    ch_validate_in = ch_chunks_dna
         .map { meta, fasta, dna -> [meta.key, meta, fasta, dna] }
         .join(ch_merge_in.map { meta, esm, _dna -> [meta.key, esm] }, failOnMismatch: true)
         .join(MERGE_FEATURES.out.merged.map { meta, merged -> [meta.key, merged] }, failOnMismatch: true)

@@ -6,7 +6,7 @@ process PREFLIGHT {
     val params_json
     path schema
     path inputs, stageAs: 'inputs/?/*'
-    path model_dir, stageAs: 'model/*'
+    path model_dir, stageAs: 'model/?/*'   // the ESM and DNABERT-S model directories (local ones)
 
     output:
     path 'chunks.csv'     , emit: manifest

@@ -35,7 +35,9 @@ def reports_input_errors(command):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             epilog=EXAMPLE + "virnucpro-extract preflight --data_dir data/ --esm_model ./FastESM2_650 --outdir qc/\n"
+             "  virnucpro-extract <command> --help   (each command's options, with an example)")
 @click.version_option(package_name=None, version="1.0.0dev", prog_name="virnucpro-extract")
 def main():
     """FastESM2 + DNABERT-S training features for VirNucPro, one step per subcommand."""
@@ -97,15 +99,34 @@ def parse_chunk(value: str) -> tuple[str, str]:
               help="Use the checkpoint's own model classes instead of transformers' EsmModel.")
 @click.option("--compile", "compile_model", type=bool, default=True, show_default=True,
               help="torch.compile the model on GPU (ignored on CPU); compiled kernels are cached in TORCHINDUCTOR_CACHE_DIR.")
+@click.option("--gpus", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Worker processes, one per visible GPU (CUDA_VISIBLE_DEVICES); 0: every visible GPU.")
 @click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
 @reports_input_errors
 def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length, trust_remote_code, compile_model,
-          stats):
+          gpus, stats):
     """Embed protein FASTA chunks (GROUP/ID=FASTA or FASTA) with an ESM-2-family model."""
+    import os
+
+    from .devices import plan_workers, run_workers, visible_devices
     from .embed import run_embed
 
-    summary = run_embed([parse_chunk(c) for c in chunks], outdir, esm_model, precision, use_gpu, toks_per_batch,
-                        max_length, trust_remote_code, compile_model and use_gpu)
+    parsed = [parse_chunk(c) for c in chunks]
+    devices = [None]
+    if gpus != 1:
+        import torch
+
+        count = torch.cuda.device_count() if use_gpu else 0
+        devices = plan_workers(visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), count), gpus)
+    if len(devices) > 1:
+        worker_args = ["--outdir", outdir, "--esm_model", esm_model, "--use_gpu", str(use_gpu), "--max_length",
+                       str(max_length), "--trust_remote_code", str(trust_remote_code), "--compile", str(compile_model),
+                       *(["--precision", precision] if precision else []),
+                       *(["--toks_per_batch", str(toks_per_batch)] if toks_per_batch else [])]
+        summary = run_workers(parsed, devices, worker_args)
+    else:
+        summary = run_embed(parsed, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length,
+                            trust_remote_code, compile_model and use_gpu)
     if stats:
         write_json(stats, summary)
 

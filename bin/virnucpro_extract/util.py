@@ -39,6 +39,13 @@ class InputError(Exception):
     def __str__(self):
         return f"error: {self.file}: {self.where}: {self.problem} — {self.fix}"
 
+    @classmethod
+    def from_line(cls, line: str) -> "InputError":
+        """Parse a rendered line back (a worker process's error, passed on by its parent)."""
+        body, _, fix = line.removeprefix("error: ").partition(" — ")
+        file, where, problem = (body.split(": ", 2) + ["", ""])[:3]
+        return cls(file, where, problem, fix)
+
     def __reduce__(self):  # picklable: preflight's worker processes send their errors back
         return (type(self), (self.file, self.where, self.problem, self.fix))
 

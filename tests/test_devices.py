@@ -1,0 +1,94 @@
+"""Several GPUs per EMBED_PROTEINS task: device lists, one worker per card, failures.
+
+No GPU here: the worker processes run on CPU, each pinned (through CUDA_VISIBLE_DEVICES) to a fake
+card of a fake device list; what is tested is the assignment and orchestration, not CUDA.
+"""
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import cli_process, demo_chunks, expect_errors, write_fasta
+from virnucpro_extract.devices import plan_workers, split_chunks, visible_devices
+from virnucpro_extract.util import InputError
+
+
+@pytest.mark.parametrize("env, count, expected", [
+    (None, 4, ["0", "1", "2", "3"]),                       # unset: every card the driver shows
+    ("2,3", 8, ["2", "3"]),                                # Slurm / Docker give the task its own cards
+    ("GPU-aa11,GPU-bb22", 8, ["GPU-aa11", "GPU-bb22"]),    # UUIDs pass through untouched
+    ("1, 0", 2, ["1", "0"]),
+    ("0,-1,2", 3, ["0"]),                                  # CUDA stops at the first invalid entry
+    ("", 4, []),                                           # set but empty: no card at all
+    (None, 0, []),
+])
+def test_visible_devices(env, count, expected):
+    assert visible_devices(env, count) == expected
+
+
+def test_plan_workers_one_card_each_and_never_more_workers_than_cards():
+    assert plan_workers(["4", "5", "6"], 0) == ["4", "5", "6"]
+    assert plan_workers(["4", "5", "6"], 2) == ["4", "5"]
+    workers = plan_workers([str(i) for i in range(8)], 8)
+    assert len(set(workers)) == len(workers) == 8
+    with pytest.raises(InputError, match="3 GPUs asked for but 2 visible"):
+        plan_workers(["0", "1"], 3)
+    with pytest.raises(InputError, match="no GPU is visible"):
+        plan_workers([], 0)
+
+
+def test_split_chunks_more_workers_than_chunks_and_more_chunks_than_workers():
+    chunks = [f"c{i}" for i in range(5)]
+    shares = split_chunks(chunks, 2)
+    assert shares == [["c0", "c2", "c4"], ["c1", "c3"]]
+    assert sorted(c for share in split_chunks(chunks, 8) for c in share) == chunks
+    assert all(split_chunks(chunks, 8))  # no worker is started without work
+
+
+def chunk_args(demo_data):
+    return [f"{c['key']}={c['fasta']}" for c in demo_chunks(demo_data)]
+
+
+def test_two_workers_match_one_process(tmp_path, demo_data, tiny_model, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    common = ["--esm_model", tiny_model, "--use_gpu", "false", "--toks_per_batch", "1024"]
+    split = cli_process("embed", *chunk_args(demo_data), *common, "--gpus", "0", "--outdir", tmp_path / "two",
+                        "--stats", tmp_path / "two.json")
+    assert split.exit_code == 0, split.stderr
+    single = cli_process("embed", *chunk_args(demo_data), *common, "--outdir", tmp_path / "one")
+    assert single.exit_code == 0, single.stderr
+    stats = json.loads((tmp_path / "two.json").read_text())
+    assert sorted(w["cuda_visible_devices"] for w in stats["workers"]) == ["3", "5"]
+    keys = [c["key"] for c in demo_chunks(demo_data)]
+    assert sorted(c["key"] for c in stats["chunks"]) == sorted(keys)
+    for key in keys:
+        one, two = (torch.load(tmp_path / d / f"{key}_ESM.pt", weights_only=True) for d in ("one", "two"))
+        assert one["proteins"] == two["proteins"]
+        assert torch.equal(one["data"], two["data"])
+
+
+def test_a_failing_worker_fails_the_task_with_its_error_line_and_keeps_the_others_outputs(tmp_path, demo_data,
+                                                                                          tiny_model, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    bad = write_fasta(tmp_path / "bad.fa", [("p1", "MKV*LL")])
+    good = demo_chunks(demo_data)[0]
+    args = [f"{good['key']}=" + str(good["fasta"]), f"bad/output_9={bad}"]
+    result = cli_process("embed", *args, "--esm_model", tiny_model, "--use_gpu", "false", "--gpus", "2",
+                         "--outdir", tmp_path / "esm")
+    expect_errors(result, (bad, r"record p1.*", "stop codon"))
+    assert (tmp_path / "esm" / f"{good['key']}_ESM.pt").is_file()
+    assert not (tmp_path / "esm" / "bad").exists() or not list((tmp_path / "esm" / "bad").iterdir())
+    # The retry (Nextflow reruns the task from its own environment) succeeds once the input is fixed.
+    write_fasta(bad, [("p1", "MKVLL")])
+    again = cli_process("embed", *args, "--esm_model", tiny_model, "--use_gpu", "false", "--gpus", "2",
+                        "--outdir", tmp_path / "esm")
+    assert again.exit_code == 0, again.stderr
+    assert (tmp_path / "esm" / "bad" / "output_9_ESM.pt").is_file()
+
+
+def test_more_gpus_than_visible_is_an_error_line(tmp_path, demo_data, tiny_model, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    result = cli_process("embed", *chunk_args(demo_data), "--esm_model", tiny_model, "--use_gpu", "false",
+                         "--gpus", "2", "--outdir", tmp_path)
+    expect_errors(result, ("--gpus", "2", "2 GPUs asked for but 1 visible"))

@@ -1,0 +1,280 @@
+"""DNABERT-S computed from nucleotide FASTA: the worker (`embed-dna`), preflight's marking and checks, and one
+pipeline run from FASTA only. The model is a tiny random-weight BERT (hidden 768) with a small DNA tokenizer,
+built here; the reference is transformers' BertModel run one read at a time, as VirNucPro did."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import (DNABERT_DIM, MERGED_DIM, cli, demo_chunks, expect_errors, nextflow, nextflow_output,
+                      read_fasta_records, write_fasta, write_samplesheet)
+from virnucpro_extract.testdata import make_demo_data, make_test_dna_model
+
+BASES = "ACGT"
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures and the independent reference
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_dna_model(session_dir) -> Path:
+    """Random-weight transformers BertModel, hidden 768, two layers, WordPiece DNA tokenizer (seed 0)."""
+    return make_test_dna_model(session_dir / "tiny_dnabert", layers=2, seed=0)
+
+
+class DnaReference:
+    """VirNucPro's loop: `hidden_states = model(input_ids)[0]; torch.mean(hidden_states[0], dim=0)`, one read
+    at a time, fp32, transformers' BertModel directly: nothing from the code under test."""
+
+    def __init__(self, model_dir: Path):
+        from transformers import AutoTokenizer, BertModel
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = BertModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, read: str) -> torch.Tensor:
+        if read not in self.cache:
+            input_ids = self.tokenizer(read, return_tensors="pt")["input_ids"]
+            assert self.tokenizer.unk_token_id not in input_ids[0].tolist()
+            with torch.inference_mode():
+                hidden_states = self.model(input_ids)[0]
+            self.cache[read] = torch.mean(hidden_states[0], dim=0)
+        return self.cache[read]
+
+    def rows(self, reads) -> torch.Tensor:
+        return torch.stack([self(r) for r in reads])
+
+
+@pytest.fixture(scope="session")
+def dna_reference(tiny_dna_model) -> DnaReference:
+    return DnaReference(tiny_dna_model)
+
+
+def random_reads(count: int, seed: int, min_len: int = 30, max_len: int = 400) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    return [(f"NC_00{seed}.1_chunk_{k}F1", "".join(rng.choice(BASES) for _ in range(rng.randint(min_len, max_len))))
+            for k in range(count)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker
+# ----------------------------------------------------------------------------------------------
+def test_batched_equals_one_at_a_time(tiny_dna_model, dna_reference):
+    """Padded, masked batches (several per chunk, mixed lengths) give VirNucPro's one-at-a-time vectors, fp32 CPU."""
+    from virnucpro_extract.embed import plan_batches
+    from virnucpro_extract.embed_dna import DnaEmbedder, ReadEncoder, load_dnabert_model
+
+    model, tokenizer = load_dnabert_model(tiny_dna_model, torch.float32, torch.device("cpu"))
+    encoder = ReadEncoder(tokenizer)
+    reads = random_reads(24, seed=3) + [("lower_case_read", "acgtnacgt" * 30)]
+    tokens = encoder.encode([s.upper() for _, s in reads])
+    embedder = DnaEmbedder(model, encoder.pad_id, torch.device("cpu"), token_budget=1200)
+    batches = plan_batches([len(t) for t in tokens], 1200, extra=0)
+    assert len(batches) > 2 and any(len({len(tokens[i]) for i in b}) > 1 for b in batches)  # padding happens
+    rows = embedder.embed(tokens)
+    assert rows.dtype == torch.float32 and rows.shape == (len(reads), DNABERT_DIM)
+    expected = dna_reference.rows([s.upper() for _, s in reads])
+    torch.testing.assert_close(rows, expected, rtol=1e-5, atol=2e-5)
+
+
+def test_embed_dna_file_format(tmp_path, tiny_dna_model, dna_reference):
+    """VirNucPro's format: ids in FASTA order, 768 Python floats per read, loadable weights-only and by merge."""
+    from virnucpro_extract.util import load_dnabert
+
+    reads = random_reads(7, seed=5)
+    fasta = write_fasta(tmp_path / "output_1.fa", reads)
+    result = cli("embed-dna", f"viral.1.1/output_1={fasta}", "--outdir", tmp_path / "dnabert",
+                 "--dnabert_model", tiny_dna_model, "--use_gpu", "false", "--toks_per_batch", 300,
+                 "--stats", tmp_path / "stats.json")
+    assert result.exit_code == 0, result.stderr
+    path = tmp_path / "dnabert" / "viral.1.1" / "output_1_DNABERT_S.pt"
+    obj = torch.load(path, weights_only=True)
+    assert set(obj) == {"nucleotide", "data"}
+    assert obj["nucleotide"] == [i for i, _ in reads]
+    assert [item["label"] for item in obj["data"]] == obj["nucleotide"]
+    for item in obj["data"]:
+        vector = item["mean_representation"]
+        assert isinstance(vector, list) and len(vector) == DNABERT_DIM and all(type(v) is float for v in vector)
+    torch.testing.assert_close(load_dnabert(path).vectors, dna_reference.rows([s for _, s in reads]),
+                               rtol=1e-5, atol=2e-5)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["precision"] == "fp32" and stats["chunks"][0]["reads"] == len(reads)
+    assert not list((tmp_path / "dnabert").rglob("*.partial"))
+
+
+def test_embed_dna_rejects_bad_reads_and_wrong_width(tmp_path, tiny_dna_model, tiny_model):
+    fasta = write_fasta(tmp_path / "bad.fa", [("r1", "ACGT" * 20), ("r2", "ACGUXT")])
+    result = cli("embed-dna", fasta, "--outdir", tmp_path, "--dnabert_model", tiny_dna_model, "--use_gpu", "false")
+    expect_errors(result, (fasta, r"record r2 \(line 3\)", r"invalid nucleotide letter\(s\) 'UX'"))
+    dup = write_fasta(tmp_path / "dup.fa", [("r1", "ACGT"), ("r1", "ACGT")])
+    result = cli("embed-dna", dup, "--outdir", tmp_path, "--dnabert_model", tiny_dna_model, "--use_gpu", "false")
+    expect_errors(result, (dup, r"record r1 \(line 3\)", r"duplicate id"))
+    result = cli("embed-dna", write_fasta(tmp_path / "ok.fa", [("r1", "ACGT")]), "--outdir", tmp_path,
+                 "--dnabert_model", tiny_model, "--use_gpu", "false")
+    expect_errors(result, (tiny_model, "hidden_size", r"model hidden size is 1280, the features need 768"))
+
+
+def test_force_torch_attention_switches_off_flash_attention():
+    """DNABERT-2-style code takes its PyTorch path when its module global `flash_attn_qkvpacked_func` is None."""
+    from virnucpro_extract.embed_dna import force_torch_attention
+
+    code = types.ModuleType("fake_dnabert_bert_layers")
+    exec("import torch\nflash_attn_qkvpacked_func = object()\n"
+         "class BertUnpadSelfAttention(torch.nn.Module):\n    pass\n", code.__dict__)
+    sys.modules[code.__name__] = code
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), code.BertUnpadSelfAttention())
+        assert force_torch_attention(model) == [code.__name__]
+        assert code.flash_attn_qkvpacked_func is None
+        assert force_torch_attention(model) == []
+    finally:
+        del sys.modules[code.__name__]
+
+
+# ----------------------------------------------------------------------------------------------
+# Preflight
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def fasta_only_data(session_dir) -> Path:
+    """The demo_data fixture's proteins (same seed and sizes) with nucleotide FASTA and no DNABERT-S files."""
+    return make_demo_data(session_dir / "fasta_only_data", viral_chunks=2, host_chunks=2, proteins_per_chunk=20,
+                          seed=1, nucleotides=True, dnabert=False)
+
+
+def manifest_rows(outdir: Path) -> dict[str, dict]:
+    with open(outdir / "chunks.csv", newline="") as handle:
+        return {row["key"]: row for row in csv.DictReader(handle)}
+
+
+def test_preflight_marks_chunks_to_compute(tmp_path, fasta_only_data, tiny_model, tiny_dna_model):
+    data = tmp_path / "data"
+    shutil.copytree(fasta_only_data, data)
+    # One chunk keeps a DNABERT-S file: used as given, unless --recompute_dnabert.
+    given = data / "viral.1.1.identified_nucleotide" / "output_2_DNABERT_S.pt"
+    ids = [i for i, _ in read_fasta_records(data / "viral.1.1.identified_protein" / "output_2.fa")]
+    torch.save({"nucleotide": ids, "data": [{"label": i, "mean_representation": [0.0] * DNABERT_DIM} for i in ids]},
+               given)
+    # One chunk has neither reads nor a DNABERT-S file: the existing error.
+    (data / "bacteria.identified_nucleotide" / "output_1.fa").unlink()
+    base = ("preflight", "--data_dir", data, "--esm_model", tiny_model, "--dnabert_model", tiny_dna_model)
+    result = cli(*base, "--outdir", tmp_path / "a")
+    expect_errors(result, (data / "bacteria.identified_protein" / "output_1.fa", "output_1", r"^no DNABERT-S file"))
+    shutil.rmtree(data / "bacteria.identified_protein")
+
+    result = cli(*base, "--outdir", tmp_path / "b")
+    assert result.exit_code == 0, result.stderr
+    rows = manifest_rows(tmp_path / "b")
+    assert {k: r["compute_dnabert"] for k, r in rows.items()} == {
+        "viral.1.1/output_1": "true", "viral.1.1/output_2": "false", "vertebrate_mammalian/output_1": "true"}
+    assert rows["viral.1.1/output_2"]["dnabert_embeddings"] == str(given)
+    assert rows["viral.1.1/output_1"]["dnabert_embeddings"] == ""
+    assert rows["viral.1.1/output_1"]["nucleotide_fasta"] == str(data / "viral.1.1.identified_nucleotide" / "output_1.fa")
+    summary = json.loads((tmp_path / "b" / "preflight.json").read_text())
+    assert summary["dnabert_chunks_to_compute"] == 2
+
+    result = cli(*base, "--recompute_dnabert", "--outdir", tmp_path / "c")
+    assert result.exit_code == 0, result.stderr
+    assert {r["compute_dnabert"] for r in manifest_rows(tmp_path / "c").values()} == {"true"}
+
+    # --dnabert_model is checked only when some chunk needs it: a 1280-wide model is rejected ...
+    result = cli("preflight", "--data_dir", data, "--esm_model", tiny_model, "--dnabert_model", tiny_model,
+                 "--outdir", tmp_path / "d")
+    expect_errors(result, (tiny_model / "config.json", "hidden_size", r"the features need 768"))
+    # ... a missing directory too, and neither matters once every chunk has its file.
+    missing = tmp_path / "no_such_model"
+    result = cli("preflight", "--data_dir", data, "--esm_model", tiny_model, "--dnabert_model", missing,
+                 "--outdir", tmp_path / "e")
+    expect_errors(result, (missing, "config.json", r"model directory missing"))
+    for reads in data.glob("*.identified_nucleotide/output_*.fa"):
+        reads.unlink()
+    shutil.rmtree(data / "vertebrate_mammalian.identified_protein")
+    (data / "viral.1.1.identified_protein" / "output_1.fa").unlink()
+    result = cli("preflight", "--data_dir", data, "--esm_model", tiny_model, "--dnabert_model", missing,
+                 "--outdir", tmp_path / "f")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_preflight_checks_reads_against_proteins(tmp_path, fasta_only_data, tiny_model, tiny_dna_model):
+    data = tmp_path / "data"
+    shutil.copytree(fasta_only_data, data)
+    viral = data / "viral.1.1.identified_nucleotide" / "output_1.fa"
+    records = read_fasta_records(viral)
+    write_fasta(viral, records[:-1] + [("not_a_protein_id", records[-1][1])])  # one id renamed
+    host = data / "bacteria.identified_nucleotide" / "output_1.fa"
+    host_records = read_fasta_records(host)
+    write_fasta(host, [(host_records[0][0], "ACGTRYACGT")] + host_records[1:])  # bad letters
+    protein = data / "viral.1.1.identified_protein" / "output_1.fa"
+    base = ("preflight", "--data_dir", data, "--esm_model", tiny_model, "--dnabert_model", tiny_dna_model)
+    result = cli(*base, "--outdir", tmp_path / "a")
+    expect_errors(result,
+                  (viral, rf"record {records[-1][0]}", r"1 id\(s\) of the protein FASTA missing here"),
+                  (protein, r"record not_a_protein_id", r"1 id\(s\) of the nucleotide FASTA missing here"),
+                  (host, rf"record {host_records[0][0]} \(line 1\)", r"invalid nucleotide letter\(s\) 'RY'"))
+    # --allow_missing: mismatched ids pass preflight (the merge drops and counts them); bad letters still fail.
+    write_fasta(host, host_records)
+    result = cli(*base, "--allow_missing", "--outdir", tmp_path / "b")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_samplesheet_nucleotide_fasta_column(tmp_path, fasta_only_data, tiny_model, tiny_dna_model):
+    protein = fasta_only_data / "viral.1.1.identified_protein" / "output_1.fa"
+    reads = fasta_only_data / "viral.1.1.identified_nucleotide" / "output_1.fa"
+    sheet = write_samplesheet(tmp_path / "sheet.csv", [("c1", "viral", protein, "", reads),
+                                                        ("c2", "host", protein, "", "")],
+                              columns=("id", "label", "protein_fasta", "dnabert_embeddings", "nucleotide_fasta"))
+    result = cli("preflight", "--input", sheet, "--esm_model", tiny_model, "--dnabert_model", tiny_dna_model,
+                 "--outdir", tmp_path / "a")
+    expect_errors(result, (sheet.resolve(), "line 3", r"dnabert_embeddings '' does not exist"))
+    sheet = write_samplesheet(tmp_path / "sheet.csv", [("c1", "viral", protein, reads)],
+                              columns=("id", "label", "protein_fasta", "nucleotide_fasta"))
+    result = cli("preflight", "--input", sheet, "--esm_model", tiny_model, "--dnabert_model", tiny_dna_model,
+                 "--outdir", tmp_path / "b")
+    assert result.exit_code == 0, result.stderr
+    row = manifest_rows(tmp_path / "b")["viral/c1"]
+    assert row["compute_dnabert"] == "true" and row["nucleotide_fasta"] == str(reads)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline from FASTA only
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.pipeline
+def test_pipeline_from_fasta_only(session_dir, fasta_only_data, tiny_model, tiny_dna_model, dna_reference,
+                                  pipeline_run, demo_data):
+    """Validated merged features: DNA half = VirNucPro's one-at-a-time vectors of the reads, protein half = the
+    run given precomputed DNABERT-S files (the shared pipeline_run, same proteins)."""
+    launch = session_dir / "nf_fasta_only"
+    outdir = launch / "results"
+    run = nextflow("-profile", "test", "--data_dir", fasta_only_data, "--esm_model", tiny_model,
+                   "--dnabert_model", tiny_dna_model, "--outdir", outdir, cwd=launch)
+    assert run.returncode == 0, nextflow_output(run)[-6000:]
+    assert "EMBED_DNA" in nextflow_output(run)
+    validation = json.loads((outdir / "pipeline_info" / "validation.json").read_text())
+    assert validation["passed"] is True and validation["checks_failed"] == 0
+    chunks = demo_chunks(fasta_only_data)
+    assert len(chunks) == 4
+    for chunk in chunks:
+        reads = read_fasta_records(fasta_only_data / f"{chunk['group']}.identified_nucleotide" / f"{chunk['id']}.fa")
+        assert [i for i, _ in reads] == [i for i, _ in read_fasta_records(chunk["fasta"])]
+        published = torch.load(outdir / "dnabert" / chunk["group"] / f"{chunk['id']}_DNABERT_S.pt", weights_only=True)
+        assert published["nucleotide"] == [i for i, _ in reads]
+        merged = torch.load(outdir / "data_merge" / f"{chunk['group']}_merged" / f"{chunk['id']}_merged.pt",
+                            weights_only=True)
+        assert merged["ids"] == [i for i, _ in reads] and merged["data"].shape == (len(reads), MERGED_DIM)
+        torch.testing.assert_close(merged["data"][:, :DNABERT_DIM], dna_reference.rows([s for _, s in reads]),
+                                   rtol=1e-5, atol=2e-5)
+        given = torch.load(pipeline_run["outdir"] / "data_merge" / f"{chunk['group']}_merged" / f"{chunk['id']}_merged.pt",
+                           weights_only=True)
+        row_of = {i: r for r, i in enumerate(given["ids"])}
+        assert sorted(row_of) == sorted(merged["ids"])
+        torch.testing.assert_close(merged["data"][:, DNABERT_DIM:],
+                                   given["data"][[row_of[i] for i in merged["ids"]], DNABERT_DIM:], rtol=1e-5, atol=1e-5)
+        assert merged["labels"] == given["labels"]

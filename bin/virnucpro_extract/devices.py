@@ -54,12 +54,13 @@ def split_chunks(chunks: list, workers: int) -> list[list]:
     return [chunks[k::workers] for k in range(workers) if chunks[k::workers]]
 
 
-def run_workers(chunks: list[tuple[str, str]], devices: list[str], worker_args: list[str], log=sys.stderr) -> dict:
+def run_workers(chunks: list[tuple[str, str]], devices: list[str], worker_args: list[str], log=None) -> dict:
     """Run `virnucpro-extract embed` once per device on its share of the chunks; merge their statistics.
 
     Every worker writes its own chunks atomically, so a failing worker loses none of the others'
     finished files; its error lines are passed on and the whole call fails.
     """
+    log = log or sys.stderr
     shares = split_chunks(chunks, len(devices))
     with tempfile.TemporaryDirectory(prefix="embed-workers-") as tmp:
         procs = []

@@ -249,7 +249,7 @@ def prefetch(encoder: ProteinEncoder, chunks: list[tuple[str, str]], depth: int 
 
 def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str | None, use_gpu: bool,
               toks_per_batch: int | None, max_length: int, trust_remote_code: bool = False,
-              compile_model: bool | None = None, log=sys.stderr) -> dict:
+              compile_model: bool | None = None, log=None) -> dict:
     """Embed every (key, fasta) chunk into `<outdir>/<key>_ESM.pt`; return per-chunk statistics.
 
     Reading the next chunk, the GPU work on this one and writing the previous one overlap; at most
@@ -259,6 +259,7 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     import torch
     from transformers.utils import logging as hf_logging
 
+    log = log or sys.stderr
     hf_logging.disable_progress_bar()
     started = time.perf_counter()
     device = choose_device(use_gpu)

@@ -175,7 +175,7 @@ def dnabert_object(ids: list[str], rows) -> dict:
 # ----------------------------------------------------------------------------------------------
 def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DNABERT_MODEL,
                   precision: str | None = None, use_gpu: bool = True, toks_per_batch: int | None = None,
-                  log=sys.stderr) -> dict:
+                  log=None) -> dict:
     """Embed every (key, nucleotide fasta) chunk into `<outdir>/<key>_DNABERT_S.pt`; return per-chunk statistics.
 
     Reading the next chunk, the model work on this one and writing the previous one overlap.
@@ -183,6 +183,7 @@ def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DN
     import torch
     from transformers.utils import logging as hf_logging
 
+    log = log or sys.stderr
     hf_logging.disable_progress_bar()
     started = time.perf_counter()
     device = choose_device(use_gpu)

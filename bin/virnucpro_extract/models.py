@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from .util import InputError
@@ -120,9 +121,7 @@ def load_tokenizer(model_dir: Path, model=None):
         return AutoTokenizer.from_pretrained(model_dir)
     if model is not None and getattr(model, "tokenizer", None) is not None:
         return model.tokenizer
-    vocab_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"esm2_vocab_{os.getpid()}.txt"
-    vocab_file.write_text("\n".join(ESM2_VOCAB) + "\n")
-    try:
+    with tempfile.TemporaryDirectory(prefix="esm2-vocab-") as tmp:
+        vocab_file = Path(tmp) / "vocab.txt"
+        vocab_file.write_text("\n".join(ESM2_VOCAB) + "\n")
         return EsmTokenizer(vocab_file=str(vocab_file))
-    finally:
-        vocab_file.unlink(missing_ok=True)

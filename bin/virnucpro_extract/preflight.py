@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import multiprocessing
 import os
 import random
 import re
@@ -378,7 +379,8 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
     if discover_only:
         results = [({"proteins": 0, "truncated": 0, "max_residues": 0}, None) for _ in jobs]
     elif workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: forking a process that already ran torch can hang its workers
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_check_chunk_star, jobs))
     else:
         results = [_check_chunk_star(job) for job in jobs]

@@ -151,7 +151,7 @@ def test_report_without_optional_inputs_still_renders(tmp_path):
 
 
 def test_report_helpers():
-    from virnucpro_extract.report import chunk_key, nice_ticks, task_name
+    from virnucpro_extract.report import chunk_key, nice_ticks, task_name, throughput
 
     assert nice_ticks(0, 93) == [0, 20, 40, 60, 80, 100]
     assert nice_ticks(33.2, 34.7) == [33.0, 33.5, 34.0, 34.5, 35.0]
@@ -159,3 +159,7 @@ def test_report_helpers():
     # Group names contain dots: the chunk key is everything before `.merge.json`.
     assert chunk_key({"_name": "viral.1.1__output_12.merge.json"}) == "viral.1.1/output_12"
     assert task_name({"_name": "embed_3.embed.json"}, 0) == "embed_3" and task_name({}, 2) == "task 3"
+    tasks = throughput([{"_name": f"embed_{k}.embed.json", "total_seconds": 2.0, "load_seconds": 1.0,
+                         "chunks": [{"proteins": 10}]} for k in (10, 2, 1)])
+    assert [t["task"] for t in tasks] == ["embed_1", "embed_2", "embed_10"]
+    assert tasks[0]["per_second"] == 5 and tasks[0]["per_second_embedding"] == 10

@@ -92,3 +92,15 @@ def test_more_gpus_than_visible_is_an_error_line(tmp_path, demo_data, tiny_model
     result = cli_process("embed", *chunk_args(demo_data), "--esm_model", tiny_model, "--use_gpu", "false",
                          "--gpus", "2", "--outdir", tmp_path)
     expect_errors(result, ("--gpus", "2", "2 GPUs asked for but 1 visible"))
+
+
+def test_each_retry_halves_the_token_budget(tmp_path, demo_data, tiny_model):
+    from virnucpro_extract.embed import retry_budget
+
+    assert [retry_budget(4096, attempt) for attempt in (1, 2, 3)] == [4096, 2048, 1024]
+    assert retry_budget(100, 5) == 64
+    chunk = chunk_args(demo_data)[0]
+    result = cli_process("embed", chunk, "--esm_model", tiny_model, "--use_gpu", "false", "--toks_per_batch", 4096,
+                         "--attempt", 3, "--outdir", tmp_path, "--stats", tmp_path / "s.json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["token_budget"] == 1024

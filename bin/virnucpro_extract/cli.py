@@ -101,10 +101,12 @@ def parse_chunk(value: str) -> tuple[str, str]:
               help="torch.compile the model on GPU (ignored on CPU); compiled kernels are cached in TORCHINDUCTOR_CACHE_DIR.")
 @click.option("--gpus", type=click.IntRange(min=0), default=1, show_default=True,
               help="Worker processes, one per visible GPU (CUDA_VISIBLE_DEVICES); 0: every visible GPU.")
+@click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Nextflow's task.attempt: each retry halves the token budget.")
 @click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
 @reports_input_errors
 def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length, trust_remote_code, compile_model,
-          gpus, stats):
+          gpus, attempt, stats):
     """Embed protein FASTA chunks (GROUP/ID=FASTA or FASTA) with an ESM-2-family model."""
     import os
 
@@ -122,11 +124,11 @@ def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_len
         worker_args = ["--outdir", outdir, "--esm_model", esm_model, "--use_gpu", str(use_gpu), "--max_length",
                        str(max_length), "--trust_remote_code", str(trust_remote_code), "--compile", str(compile_model),
                        *(["--precision", precision] if precision else []),
-                       *(["--toks_per_batch", str(toks_per_batch)] if toks_per_batch else [])]
+                       *(["--toks_per_batch", str(toks_per_batch)] if toks_per_batch else []), "--attempt", str(attempt)]
         summary = run_workers(parsed, devices, worker_args)
     else:
         summary = run_embed(parsed, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length,
-                            trust_remote_code, compile_model and use_gpu)
+                            trust_remote_code, compile_model and use_gpu, attempt)
     if stats:
         write_json(stats, summary)
 
@@ -142,13 +144,16 @@ def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_len
               help="Default bf16 on GPU, fp32 on CPU.")
 @click.option("--use_gpu", type=bool, default=True, show_default=True)
 @click.option("--toks_per_batch", type=int, default=None, help="Token budget per forward pass (default from free memory).")
+@click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Nextflow's task.attempt: each retry halves the token budget.")
 @click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
 @reports_input_errors
-def embed_dna(chunks, outdir, dnabert_model, precision, use_gpu, toks_per_batch, stats):
+def embed_dna(chunks, outdir, dnabert_model, precision, use_gpu, toks_per_batch, attempt, stats):
     """Embed nucleotide FASTA chunks (GROUP/ID=FASTA or FASTA) with DNABERT-S, as VirNucPro did (mean over all tokens)."""
     from .embed_dna import run_embed_dna
 
-    summary = run_embed_dna([parse_chunk(c) for c in chunks], outdir, dnabert_model, precision, use_gpu, toks_per_batch)
+    summary = run_embed_dna([parse_chunk(c) for c in chunks], outdir, dnabert_model, precision, use_gpu, toks_per_batch,
+                            attempt)
     if stats:
         write_json(stats, summary)
 

@@ -82,6 +82,11 @@ def plan_batches(lengths: list[int], token_budget: int, extra: int = 2) -> list[
     return batches
 
 
+def retry_budget(budget: int, attempt: int) -> int:
+    """Half the token budget for each retry of a task (Nextflow's task.attempt), never below 64 tokens."""
+    return max(64, budget >> (attempt - 1))
+
+
 def default_token_budget(device, hidden_size: int, intermediate_size: int, bytes_per_value: int) -> int:
     """A budget that fits the card's free memory with room to spare; 8,192 tokens on CPU.
 
@@ -249,7 +254,7 @@ def prefetch(encoder: ProteinEncoder, chunks: list[tuple[str, str]], depth: int 
 
 def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str | None, use_gpu: bool,
               toks_per_batch: int | None, max_length: int, trust_remote_code: bool = False,
-              compile_model: bool | None = None, log=None) -> dict:
+              compile_model: bool | None = None, attempt: int = 1, log=None) -> dict:
     """Embed every (key, fasta) chunk into `<outdir>/<key>_ESM.pt`; return per-chunk statistics.
 
     Reading the next chunk, the GPU work on this one and writing the previous one overlap; at most
@@ -272,6 +277,7 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     encoder = ProteinEncoder(load_tokenizer(model_dir, esm), max_length)
     budget = toks_per_batch or default_token_budget(device, esm.config.hidden_size, esm.config.intermediate_size,
                                                     torch.finfo(dtype).bits // 8)
+    budget = retry_budget(budget, attempt)
     compile_model = device.type == "cuda" if compile_model is None else compile_model
     embedder = EsmEmbedder(esm, encoder, device, budget, compile_model)
     load_seconds = time.perf_counter() - started

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embed import Progress, choose_device, choose_dtype, default_token_budget, plan_batches, prefetch
+from .embed import Progress, choose_device, choose_dtype, default_token_budget, plan_batches, prefetch, retry_budget
 from .models import config_hash, resolve_model_dir
 from .util import DNABERT_DIM, InputError, read_nucleotides, save_pt
 
@@ -175,7 +175,7 @@ def dnabert_object(ids: list[str], rows) -> dict:
 # ----------------------------------------------------------------------------------------------
 def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DNABERT_MODEL,
                   precision: str | None = None, use_gpu: bool = True, toks_per_batch: int | None = None,
-                  log=None) -> dict:
+                  attempt: int = 1, log=None) -> dict:
     """Embed every (key, nucleotide fasta) chunk into `<outdir>/<key>_DNABERT_S.pt`; return per-chunk statistics.
 
     Reading the next chunk, the model work on this one and writing the previous one overlap.
@@ -191,8 +191,9 @@ def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DN
     model_dir = resolve_model_dir(model)
     bert, tokenizer = load_dnabert_model(model_dir, dtype, device)
     encoder = ReadEncoder(tokenizer)
-    budget = toks_per_batch or default_token_budget(device, bert.config.hidden_size, bert.config.intermediate_size,
-                                                    torch.finfo(dtype).bits // 8)
+    budget = retry_budget(toks_per_batch or default_token_budget(device, bert.config.hidden_size,
+                                                                 bert.config.intermediate_size,
+                                                                 torch.finfo(dtype).bits // 8), attempt)
     embedder = DnaEmbedder(bert, encoder.pad_id, device, budget)
     load_seconds = time.perf_counter() - started
     print(f"embed-dna: model {model} ({precision}, {device}, {budget} tokens/batch) loaded in {load_seconds:.1f}s",

@@ -17,8 +17,8 @@ process EMBED_PROTEINS {
         .collect { key, fasta -> "${key}=${fasta}" }.join(' ')
     def model = model_dir ? model_dir : params.esm_model
     def precision = params.precision ? "--precision ${params.precision}" : ''
-    // Each retry after running out of memory halves the token budget.
-    def budget = params.toks_per_batch ? "--toks_per_batch ${Math.max(64, (params.toks_per_batch as int).intdiv(1 << (task.attempt - 1)))}" : ''
+    // The worker halves the token budget (given or chosen from free memory) on each retry.
+    def budget = params.toks_per_batch ? "--toks_per_batch ${params.toks_per_batch}" : ''
     """
     virnucpro-extract embed \\
         ${chunks} \\
@@ -30,6 +30,7 @@ process EMBED_PROTEINS {
         --compile ${params.compile} \\
         --gpus ${params.use_gpu ? params.gpus : 1} \\
         ${precision} ${budget} \\
+        --attempt ${task.attempt} \\
         --stats ${meta.id}.embed.json
     """
 

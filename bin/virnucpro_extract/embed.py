@@ -103,6 +103,24 @@ def default_token_budget(device, hidden_size: int, intermediate_size: int, bytes
     return max(1024, min(MAX_TOKEN_BUDGET, budget))
 
 
+def split_on_out_of_memory(batch: list[int], run, too_big) -> None:
+    """`run(batch)`; on CUDA out-of-memory, run its halves instead, down to single items.
+
+    Nothing is skipped: an item that does not fit alone raises `too_big(index)`, an InputError
+    naming it, instead of being dropped as the original scripts did.
+    """
+    import torch
+
+    try:
+        run(batch)
+    except torch.OutOfMemoryError:
+        if len(batch) == 1:
+            raise too_big(batch[0])
+        torch.cuda.empty_cache()
+        split_on_out_of_memory(batch[: len(batch) // 2], run, too_big)
+        split_on_out_of_memory(batch[len(batch) // 2:], run, too_big)
+
+
 class PendingEmbedding:
     """Embeddings of one chunk on their way to the host: `result()` waits for the copy to finish.
 
@@ -161,25 +179,20 @@ class EsmEmbedder:
             return PendingEmbedding(host, event)
 
     def _embed_batch(self, batch, tokens, order, pooled, fasta, ids):
-        """Run one batch; on CUDA out-of-memory, split it in halves down to single proteins."""
-        import torch
+        """Run one batch (split on CUDA out-of-memory); append its pooled rows and their indices."""
 
-        try:
-            input_ids, residue_mask = self.collate([tokens[i] for i in batch])
-            forward = self._compiled if self._compiled is not None and len(batch) > 1 else self.pool
+        def run(part):
+            input_ids, residue_mask = self.collate([tokens[i] for i in part])
+            forward = self._compiled if self._compiled is not None and len(part) > 1 else self.pool
             pooled.append(forward(input_ids, residue_mask))
-            order.extend(batch)
-        except torch.OutOfMemoryError:
-            if len(batch) == 1:
-                index = batch[0]
-                name = ids[index] if ids else str(index)
-                raise InputError(fasta, f"record {name}", f"protein of {len(tokens[index])} residues does not fit "
-                                 "in GPU memory even alone", "lower --max_length (longer proteins are truncated) "
-                                 "or free the GPU; --toks_per_batch only bounds batches")
-            torch.cuda.empty_cache()
-            half = len(batch) // 2
-            self._embed_batch(batch[:half], tokens, order, pooled, fasta, ids)
-            self._embed_batch(batch[half:], tokens, order, pooled, fasta, ids)
+            order.extend(part)
+
+        def too_big(index):
+            return InputError(fasta, f"record {ids[index] if ids else index}", f"protein of {len(tokens[index])} "
+                              "residues does not fit in GPU memory even alone", "lower --max_length (longer proteins "
+                              "are truncated) or free the GPU; --toks_per_batch only bounds batches")
+
+        split_on_out_of_memory(batch, run, too_big)
 
     def collate(self, rows: list[np.ndarray]):
         """Pad to `[batch, max_len + 2]` token ids with BOS/EOS, plus the residue mask `[batch, max_len + 2]`."""

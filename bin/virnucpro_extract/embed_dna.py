@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .embed import Progress, choose_device, choose_dtype, default_token_budget, plan_batches, prefetch, retry_budget
+from .embed import (Progress, choose_device, choose_dtype, default_token_budget, plan_batches, prefetch, retry_budget,
+                    split_on_out_of_memory)
 from .models import config_hash, resolve_model_dir
 from .util import DNABERT_DIM, InputError, read_nucleotides, save_pt
 
@@ -83,24 +84,19 @@ class DnaEmbedder:
             return rows.cpu()
 
     def _embed_batch(self, batch, tokens, order, pooled, fasta, ids):
-        """Run one batch; on CUDA out-of-memory, split it in halves down to single reads."""
-        import torch
+        """Run one batch (split on CUDA out-of-memory); append its pooled rows and their indices."""
 
-        try:
-            input_ids, attention_mask = self.collate([tokens[i] for i in batch])
+        def run(part):
+            input_ids, attention_mask = self.collate([tokens[i] for i in part])
             pooled.append(self.pool(input_ids, attention_mask))
-            order.extend(batch)
-        except torch.OutOfMemoryError:
-            if len(batch) == 1:
-                index = batch[0]
-                name = ids[index] if ids else str(index)
-                raise InputError(fasta, f"record {name}", f"read of {len(tokens[index])} tokens does not fit in GPU "
-                                 "memory even alone", "split long reads (VirNucPro uses 300/500 bp) or free the GPU; "
-                                 "--toks_per_batch only bounds batches")
-            torch.cuda.empty_cache()
-            half = len(batch) // 2
-            self._embed_batch(batch[:half], tokens, order, pooled, fasta, ids)
-            self._embed_batch(batch[half:], tokens, order, pooled, fasta, ids)
+            order.extend(part)
+
+        def too_big(index):
+            return InputError(fasta, f"record {ids[index] if ids else index}", f"read of {len(tokens[index])} tokens "
+                              "does not fit in GPU memory even alone", "split long reads (VirNucPro uses 300/500 bp) "
+                              "or free the GPU; --toks_per_batch only bounds batches")
+
+        split_on_out_of_memory(batch, run, too_big)
 
     def collate(self, rows: list[np.ndarray]):
         """Pad to `[batch, max_len]` token ids, plus the attention mask (1 on the read's tokens, 0 on padding)."""

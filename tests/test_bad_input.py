@@ -94,8 +94,15 @@ def test_text_that_is_not_fasta(tmp_path, tiny_model):
 
 
 def test_binary_file_that_is_not_fasta(tmp_path, tiny_model):
-    rejected(tmp_path, tiny_model, (fasta_path(tmp_path), r"byte \d+|line \d+", r"^not a FASTA file"),
+    rejected(tmp_path, tiny_model, (fasta_path(tmp_path), r"line \d+, byte \d+", r"^not a FASTA file"),
              fasta_text=gzip.compress(b">NC_000001.1_chunk_1F1\nMKV\n"), dna_ids=IDS)
+
+
+def test_non_ascii_byte_deep_in_a_fasta_names_its_line(tmp_path, tiny_model):
+    records = "".join(f">NC_000001.1_chunk_{k}F1\n{'MKV' * 30}\n" for k in range(400))  # ~40 KB, past any buffer
+    text = records.encode() + ">NC_000001.1_chunk_999F1\nMK\xc3\xa9V\n".encode("latin-1")
+    rejected(tmp_path, tiny_model, (fasta_path(tmp_path), "line 802, byte 3", r"^not a FASTA file"),
+             fasta_text=text, dna_ids=IDS)
 
 
 def test_record_without_id(tmp_path, tiny_model):
@@ -367,6 +374,8 @@ def test_parameters_of_the_wrong_type_via_params_json_and_schema(tmp_path, tiny_
                             ("params", "--toks_per_batch", r"^invalid value 8"))
     precision = next(m for m in matches if m["where"] == "--precision")
     assert precision["fix"] == "use one of fp32, fp16, bf16"
+    budget = next(m for m in matches if m["where"] == "--toks_per_batch")
+    assert budget["fix"] == "give --toks_per_batch at least 64"
     assert not (tmp_path / "out" / "chunks.csv").exists()
 
 
@@ -416,3 +425,13 @@ def test_longer_than_max_length_is_truncated_and_counted_not_an_error(tmp_path, 
     assert summary["truncated"] == 2 and summary["max_length"] == 40
     row = next(csv.DictReader(open(out / "chunks.csv")))
     assert (row["truncated"], row["max_residues"]) == ("2", "2000")
+
+
+def test_embed_errors_name_the_users_file_not_the_tasks_staged_link(tmp_path, tiny_model):
+    real = write_fasta(tmp_path / "data" / "output_1.fa", [("NC_000001.1_chunk_1F1", "MKV*LL")]).resolve()
+    staged = tmp_path / "work" / "input" / "1" / "output_1.fa"  # how Nextflow stages a task's input
+    staged.parent.mkdir(parents=True)
+    staged.symlink_to(real)
+    result = cli("embed", f"viral/output_1={staged}", "--esm_model", tiny_model, "--use_gpu", "false",
+                 "--outdir", tmp_path / "esm")
+    expect_errors(result, (real, r"record NC_000001.1_chunk_1F1 \(line 1\)", "stop codon"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,9 +81,13 @@ def preflight(params_json, schema, input_, data_dir, esm_model, max_length, bala
 
 # ----------------------------------------------------------------------------------------------
 def parse_chunk(value: str) -> tuple[str, str]:
-    """`GROUP/ID=path.fa` -> (key, path); a bare `path.fa` is keyed by its stem."""
+    """`GROUP/ID=path.fa` -> (key, path); a bare `path.fa` is keyed by its stem.
+
+    The path is resolved through symbolic links, so errors name the user's file, not a task's staged link.
+    """
     key, sep, path = value.partition("=")
-    return (key, path) if sep else (Path(value).stem, value)
+    key, path = (key, path) if sep else (Path(value).stem, value)
+    return key, os.path.realpath(path) if os.path.exists(path) else path
 
 
 @main.command(epilog=EXAMPLE + "virnucpro-extract embed viral.1.1/output_1=output_1.fa --esm_model ./FastESM2_650 "

@@ -68,6 +68,10 @@ def validate_params(params: dict, schema_path, source: str = "params") -> list[I
         hint = f"give --{name} as {expected.get('type', 'the documented type')}"
         if "enum" in expected:
             hint = f"use one of {', '.join(map(str, expected['enum']))}"
+        elif problem.validator in ("minimum", "maximum"):
+            bounds = [f"at least {expected['minimum']}" if "minimum" in expected else "",
+                      f"at most {expected['maximum']}" if "maximum" in expected else ""]
+            hint = f"give --{name} {' and '.join(b for b in bounds if b)}"
         errors.append(InputError(source, f"--{name}", f"invalid value {problem.instance!r} ({problem.message})", hint))
     return errors + input_choice_errors(params, source)
 

@@ -86,28 +86,28 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
     """
     path = Path(path)
     try:
-        handle = open(path, "r", encoding="ascii", errors="strict")
+        handle = open(path, "rb")  # decoded line by line, so a non-ASCII byte is reported with its line
     except FileNotFoundError:
         raise InputError(path, "-", "file not found", "check the path in the samplesheet or --data_dir")
     header, header_line, parts = None, 0, []
     with handle:
-        try:
-            for lineno, raw in enumerate(handle, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                if line.startswith(">"):
-                    if header is not None:
-                        yield _finish_record(path, header, header_line, parts)
-                    header, header_line, parts = line[1:].strip(), lineno, []
-                elif header is None:
-                    raise InputError(path, f"line {lineno}", "not a FASTA file (text before the first '>' header)",
-                                     "give a protein FASTA whose records start with '>id'")
-                else:
-                    parts.append(line)
-        except UnicodeDecodeError as exc:
-            raise InputError(path, f"byte {exc.start}", "not a FASTA file (binary or non-ASCII content)",
-                             "give a plain-text protein FASTA")
+        for lineno, raw_bytes in enumerate(handle, start=1):
+            try:
+                line = raw_bytes.decode("ascii").strip()
+            except UnicodeDecodeError as exc:
+                raise InputError(path, f"line {lineno}, byte {exc.start + 1}", "not a FASTA file (binary or "
+                                 "non-ASCII content)", "give a plain-text FASTA")
+            if not line:
+                continue
+            if line.startswith(">"):
+                if header is not None:
+                    yield _finish_record(path, header, header_line, parts)
+                header, header_line, parts = line[1:].strip(), lineno, []
+            elif header is None:
+                raise InputError(path, f"line {lineno}", "not a FASTA file (text before the first '>' header)",
+                                 "give a FASTA file whose records start with '>id'")
+            else:
+                parts.append(line)
     if header is None:
         raise InputError(path, "-", "empty FASTA (no records)", "remove this chunk or regenerate its FASTA")
     yield _finish_record(path, header, header_line, parts)

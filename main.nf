@@ -13,7 +13,4 @@ workflow {
         return
     }
     VIRNUCPRO_EXTRACT()
-    VIRNUCPRO_EXTRACT.out.report.subscribe { _report ->
-        log.info "virnucpro-extract: features in ${params.outdir}/data_merge, report in ${params.outdir}/report.html"
-    }
 }

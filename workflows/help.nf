@@ -17,7 +17,7 @@ def helpMessage(String schemaPath, manifest) {
             lines << "  ${group.description}"
         }
         group.properties.each { name, spec ->
-            def type = spec.enum ? spec.enum.join('|') : spec.type
+            def type = spec['enum'] ? spec['enum'].join('|') : spec.type
             def dflt = spec.containsKey('default') ? " [default: ${spec.default}]" : ''
             lines << "  --${name.padRight(18)} ${type.padRight(10)} ${spec.description}${dflt}"
         }

@@ -55,7 +55,8 @@ def localDnaModel() {
  * tasks run in their own work directories (hub ids stay as they are).
  */
 def taskParams() {
-    def resolved = params.findAll { k, _v -> k != 'help' }
+    // help and the trace suffix (a timestamp) would change every run and defeat -resume of PREFLIGHT
+    def resolved = params.findAll { k, _v -> !(k in ['help', 'trace_report_suffix']) }
     ['input', 'data_dir', 'outdir'].each { name ->
         if (params[name] instanceof CharSequence) {
             resolved[name] = file(params[name]).toString()
@@ -179,7 +180,7 @@ workflow VIRNUCPRO_EXTRACT {
         }
     }
 
-    emit:
-    validation = VALIDATE_OUTPUTS.out.validation
-    report     = VALIDATE_OUTPUTS.out.report
+    VALIDATE_OUTPUTS.out.report.subscribe { _report ->
+        log.info "virnucpro-extract: features in ${params.outdir}/data_merge, report in ${params.outdir}/report.html"
+    }
 }

@@ -17,7 +17,6 @@ process VALIDATE_OUTPUTS {
     path 'versions.json'   , emit: versions
 
     script:
-    def asList = { files -> files instanceof List ? files : [files] }
     def table = [metas, asList(fastas), asList(dnaberts), asList(esms), asList(merged)].transpose()
         .collect { m, f, d, e, o -> "'" + [m.key, m.group, m.id, m.label, f, d, e, o].join(',') + "'" }
         .join(' ')
@@ -51,4 +50,9 @@ process VALIDATE_OUTPUTS {
     printf '%s\\n' ${params_json} > params.json
     echo '{}' > versions.json
     """
+}
+
+// A path input holding one file is a Path, not a list.
+def asList(files) {
+    files instanceof List ? files : [files]
 }

@@ -1,0 +1,34 @@
+"""The pipeline also parses under Nextflow's strict syntax (NXF_SYNTAX_PARSER=v2, the default from Nextflow
+26.04): a user's own current Nextflow must run it, not only the 25.04 installed here."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO, nextflow_output
+from test_pipeline import PROCESSES, files_under, process_name, trace_rows
+
+pytestmark = pytest.mark.pipeline
+STRICT = {**os.environ, "NXF_OFFLINE": "true", "NXF_ANSI_LOG": "false", "NXF_SYNTAX_PARSER": "v2"}
+
+
+def strict_errors(text: str) -> list[str]:
+    """Parser errors (its warnings about config options it does not know yet are not errors)."""
+    return [line for line in text.splitlines() if line.startswith(("Error ", "ERROR"))]
+
+
+@pytest.mark.parametrize("profile", ["test", "docker", "singularity", "slurm", "test,slurm,singularity"])
+def test_every_profile_parses_under_the_strict_syntax(profile, tmp_path):
+    run = subprocess.run(["nextflow", "config", str(REPO), "-profile", profile], cwd=tmp_path, env=STRICT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and not strict_errors(run.stdout + run.stderr), run.stdout + run.stderr
+
+
+def test_stub_run_under_the_strict_syntax(tmp_path, demo_data, tiny_model):
+    run = subprocess.run(["nextflow", "run", str(REPO / "main.nf"), "-ansi-log", "false", "-profile", "test",
+                          "-stub-run", "--data_dir", str(demo_data), "--esm_model", str(tiny_model),
+                          "--outdir", str(tmp_path / "results")], cwd=tmp_path, env=STRICT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and not strict_errors(run.stdout + run.stderr), nextflow_output(run)[-6000:]
+    assert {process_name(r) for r in trace_rows(tmp_path / "results")} == set(PROCESSES)
+    assert files_under(tmp_path / "results" / "data_merge")

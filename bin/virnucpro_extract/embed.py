@@ -306,19 +306,29 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
                       "truncated": chunk.truncated, "seconds": round(seconds, 3)})
         progress.chunk_done(chunk, seconds)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="esm-writer") as writer:
-        in_flight = []
-        for chunk in prefetch(encoder, chunks):
-            t0 = time.perf_counter()
-            in_flight.append(writer.submit(write, chunk, embedder.embed_async(chunk.tokens, chunk.fasta, chunk.ids), t0))
-            while len(in_flight) > 2:
-                in_flight.pop(0).result()
-        for future in in_flight:
-            future.result()
+    overlap_writes(prefetch(encoder, chunks), lambda c: embedder.embed_async(c.tokens, c.fasta, c.ids), write,
+                   "esm-writer")
     return {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "token_budget": budget, "compiled": compile_model, "load_seconds": round(load_seconds, 3),
             "total_seconds": round(time.perf_counter() - started, 3), "chunks": stats}
+
+
+def overlap_writes(chunks, embed, write, thread_name: str) -> None:
+    """For each chunk, `embed(chunk)` here and `write(chunk, embedded, t0)` on a writer thread.
+
+    The device works on the next chunk while the host writes this one; at most two chunks wait for
+    the writer, so host memory stays bounded whatever the number of chunks.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name) as writer:
+        in_flight = []
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            in_flight.append(writer.submit(write, chunk, embed(chunk), t0))
+            while len(in_flight) > 2:
+                in_flight.pop(0).result()
+        for future in in_flight:
+            future.result()
 
 
 class Progress:

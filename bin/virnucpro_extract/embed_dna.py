@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .embed import (Progress, choose_device, choose_dtype, default_token_budget, plan_batches, prefetch, retry_budget,
-                    split_on_out_of_memory)
+from .embed import (Progress, choose_device, choose_dtype, default_token_budget, overlap_writes, plan_batches,
+                    prefetch, retry_budget, split_on_out_of_memory)
 from .models import config_hash, resolve_model_dir
 from .util import DNABERT_DIM, InputError, read_nucleotides, save_pt
 
@@ -204,15 +203,8 @@ def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DN
                       "seconds": round(seconds, 3)})
         progress.chunk_done(chunk, seconds)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dnabert-writer") as writer:
-        in_flight = []
-        for chunk in prefetch(encoder, chunks):
-            t0 = time.perf_counter()
-            in_flight.append(writer.submit(write, chunk, embedder.embed(chunk.tokens, chunk.fasta, chunk.ids), t0))
-            while len(in_flight) > 2:
-                in_flight.pop(0).result()
-        for future in in_flight:
-            future.result()
+    overlap_writes(prefetch(encoder, chunks), lambda c: embedder.embed(c.tokens, c.fasta, c.ids), write,
+                   "dnabert-writer")
     return {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "token_budget": budget, "load_seconds": round(load_seconds, 3),

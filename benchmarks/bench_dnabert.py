@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
 from virnucpro_extract.embed import default_token_budget  # noqa: E402
 from virnucpro_extract.embed_dna import DnaEmbedder  # noqa: E402
 
-SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # a CPU run of the script's plumbing, tiny model and counts
-DEVICE = torch.device("cpu" if SMOKE else "cuda")
+from bench_common import DEVICE, SMOKE, timed  # noqa: E402
+
 VOCAB, PAD, CLS, SEP = 4096, 0, 2, 3
 READS, ONE_AT_A_TIME_READS, REFERENCE_SAMPLE = (300, 40, 24) if SMOKE else (20000, 2000, 512)
 TOKENS_PER_READ = (60, 80)  # BPE tokens of a 300-bp read, without [CLS]/[SEP]
-if SMOKE:
-    torch.cuda.synchronize = torch.cuda.reset_peak_memory_stats = lambda *a: None
-    torch.cuda.max_memory_allocated = lambda *a: 0
-    torch.cuda.get_device_name = lambda *a: "cpu (smoke)"
 
 
 def bert_base_config() -> BertConfig:
@@ -61,15 +55,6 @@ def random_reads(count: int, seed: int) -> list[np.ndarray]:
     rng = random.Random(seed)
     return [np.asarray([CLS] + [rng.randrange(5, VOCAB) for _ in range(rng.randint(*TOKENS_PER_READ))] + [SEP],
                        dtype=np.int64) for _ in range(count)]
-
-
-def timed(fn):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    result = fn()
-    torch.cuda.synchronize()
-    return result, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
 
 
 def one_at_a_time(model, reads):

@@ -32,17 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
 from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, run_embed  # noqa: E402
 from virnucpro_extract.models import load_tokenizer  # noqa: E402
 
-SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # a CPU run of the script's plumbing, tiny model and counts
-DEVICE = torch.device("cpu" if SMOKE else "cuda")
+from bench_common import DEVICE, SMOKE, timed  # noqa: E402
+
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 LENGTH_SETS = {"300bp_99_100": (99, 100, 20000), "mixed_40_166": (40, 166, 20000)}
 REFERENCE_SAMPLE = 512
 if SMOKE:
     LENGTH_SETS = {k: (lo, hi, 600) for k, (lo, hi, _) in LENGTH_SETS.items()}
     REFERENCE_SAMPLE = 32
-    torch.cuda.synchronize = torch.cuda.reset_peak_memory_stats = lambda *a: None
-    torch.cuda.max_memory_allocated = lambda *a: 0
-    torch.cuda.get_device_name = lambda *a: "cpu (smoke)"
 
 
 def esm2_650m_config() -> EsmConfig:
@@ -54,15 +51,6 @@ def esm2_650m_config() -> EsmConfig:
 def random_proteins(count: int, lo: int, hi: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return ["".join(rng.choices(AMINO_ACIDS, k=rng.randint(lo, hi))) for _ in range(count)]
-
-
-def timed(fn):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    result = fn()
-    torch.cuda.synchronize()
-    return result, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
 
 
 # ----------------------------------------------------------------------------------------------

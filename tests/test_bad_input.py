@@ -385,6 +385,28 @@ def test_model_directory_missing(tmp_path, demo_data):
     expect_errors(result, (missing, "config.json", r"^model directory missing or has no config.json$"))
 
 
+def test_mistyped_relative_model_path_is_not_taken_for_a_hub_id(tmp_path, demo_data):
+    # 'models/FastEsm2_650' is also a well-formed hub id; the existing 'models' folder shows it was meant as a path
+    (tmp_path / "models").mkdir()
+    result = cli("preflight", "--data_dir", demo_data, "--esm_model", "models/FastEsm2_650",
+                 "--launch_dir", tmp_path, "--outdir", tmp_path / "out")
+    expect_errors(result, (tmp_path / "models" / "FastEsm2_650", "config.json",
+                           r"^model directory missing or has no config.json$"))
+    assert not (tmp_path / "out" / "chunks.csv").exists()
+
+
+def test_hub_id_not_in_cache_is_left_to_the_download_unless_offline(tmp_path, demo_data, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    args = ("preflight", "--data_dir", demo_data, "--esm_model", "Synthyra/FastESM2_650", "--launch_dir", tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    result = cli(*args, "--outdir", tmp_path / "online")
+    assert result.exit_code == 0, result.stderr
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = cli(*args, "--outdir", tmp_path / "offline")
+    expect_errors(result, ("--esm_model", "Synthyra/FastESM2_650",
+                           r"^model not in the Hugging Face cache and HF_HUB_OFFLINE is set$"))
+
+
 def test_model_hidden_size_not_1280(tmp_path, demo_data):
     model = tmp_path / "small_model"
     model.mkdir()

@@ -180,14 +180,20 @@ def test_bad_input_fails_in_preflight_before_any_embedding(tmp_path, demo_data, 
     lines = bad.read_text().splitlines()
     lines[1] = lines[1][:5] + "*" + lines[1][5:]
     bad.write_text("\n".join(lines) + "\n")
+    # A mistyped local model path (relative to the launch directory) is a well-formed hub id too; it must be
+    # named in the same go rather than sent to the hub by the GPU task.
+    (tmp_path / "models").mkdir()
     outdir = tmp_path / "results"
-    run = nextflow("-profile", "test", "--data_dir", data, "--esm_model", tiny_model, "--outdir", outdir,
+    run = nextflow("-profile", "test", "--data_dir", data, "--esm_model", "models/FastEsm2_650", "--outdir", outdir,
                    cwd=tmp_path)
     output = nextflow_output(run)
     assert run.returncode != 0
     pattern = (rf"^\s*error: {re.escape(str(bad))}: record {re.escape(lines[0][1:].split()[0])} \(line 1\): "
                r"stop codon '\*' inside the protein at residue 6 — \S.*$")
     assert re.search(pattern, output, re.M), output[-4000:]
+    model_line = (rf"^\s*error: {re.escape(str(tmp_path / 'models' / 'FastEsm2_650'))}: config.json: "
+                  r"model directory missing or has no config.json — \S.*$")
+    assert re.search(model_line, output, re.M), output[-4000:]
     assert re.search(r"Error executing process > 'VIRNUCPRO_EXTRACT:PREFLIGHT", output)
     processes = [m.group(2) for m in map(LOG_LINE.match, output.splitlines()) if m]
     assert processes == ["PREFLIGHT"], processes

@@ -61,9 +61,11 @@ def main():
 @click.option("--outdir", default=".", show_default=True, help="Where chunks.csv and preflight.json go.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes reading chunk files.")
 @click.option("--discover_only", is_flag=True, help="List chunks without reading them (the pipeline's stub run).")
+@click.option("--launch_dir", type=click.Path(file_okay=False), default=".",
+              help="Folder that relative model paths are relative to (Nextflow's launch directory).")
 @reports_input_errors
 def preflight(params_json, schema, input_, data_dir, esm_model, max_length, balance_hosts, seed, allow_missing,
-              dnabert_model, recompute_dnabert, outdir, workers, discover_only):
+              dnabert_model, recompute_dnabert, outdir, workers, discover_only, launch_dir):
     """Check parameters and every input file; write the chunk manifest (chunks.csv)."""
     from .preflight import run_preflight
 
@@ -74,7 +76,7 @@ def preflight(params_json, schema, input_, data_dir, esm_model, max_length, bala
         if value is not None:
             params[name] = value
     params.setdefault("esm_model", "Synthyra/FastESM2_650")
-    summary = run_preflight(params, outdir, schema, workers, discover_only)
+    summary = run_preflight(params, outdir, schema, workers, discover_only, Path(launch_dir))
     click.echo(f"preflight: {summary['chunks_selected']} chunks, {summary['proteins']} proteins, "
                f"{summary['truncated']} longer than {summary['max_length']} residues (will be truncated)", err=True)
 

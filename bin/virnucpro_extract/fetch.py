@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .models import FAST_ESM_MODEL_TYPES, read_config
+from .models import FAST_ESM_MODEL_TYPES, model_path, read_config
 from .util import InputError
 
 ESM2_TOKENIZER_REPO = "facebook/esm2_t6_8M_UR50D"
@@ -34,8 +34,8 @@ def fetch_model(source: str, outdir: str | None = None, revision: str | None = N
     model goes into the Hugging Face cache (`cache_dir`, default `$HF_HOME/hub`) and the snapshot
     directory inside the cache is returned.
     """
-    local = Path(source).expanduser()
-    if local.is_dir():
+    local = model_path(source)
+    if local is not None and local.is_dir():
         if not outdir:
             raise InputError(source, "-", "a local model directory is copied, not cached",
                              "give --outdir <directory> to copy it to")
@@ -43,7 +43,7 @@ def fetch_model(source: str, outdir: str | None = None, revision: str | None = N
         model_dir, _ = _publish_dir(outdir, source, lambda partial: _copy_model_dir(local, partial))
         log(f"fetch-model: copied {local} to {model_dir}")
         return model_dir
-    if source.startswith(("/", ".", "~")) or source.count("/") > 1:
+    if local is not None:
         raise InputError(source, "-", "neither an existing directory nor a hub id (<owner>/<name>)",
                          "give a directory written by save_pretrained or a hub id such as Synthyra/FastESM2_650")
 

@@ -25,12 +25,38 @@ ESM_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attent
                    "token_dropout", "pad_token_id", "mask_token_id")
 
 
+def is_hub_id(model: str) -> bool:
+    """Whether `model` is a well-formed Hugging Face repo id ('name' or 'namespace/name')."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return False
+    return True
+
+
+def model_path(model: str, launch_dir: Path = Path(".")) -> Path | None:
+    """The local directory `model` names, relative paths taken from the launch directory; None for a hub id.
+
+    'models/FastESM2' is a well-formed hub id too: it counts as a path when it exists or when its first part
+    is a folder of the launch directory, so a mistyped local path is reported here rather than sent to the hub.
+    """
+    path = Path(model).expanduser()
+    if not path.is_absolute():
+        path = launch_dir / path
+    if (model.startswith(("/", ".", "~")) or path.exists() or not is_hub_id(model)
+            or (launch_dir / model.split("/")[0]).is_dir()):
+        return path
+    return None
+
+
 def resolve_model_dir(model: str) -> Path:
     """A local directory as given, else the hub snapshot (from the cache when HF_HUB_OFFLINE is set)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    if model.startswith(("/", ".", "~")):
+    path = model_path(model)
+    if path is not None:
+        if path.is_dir():
+            return path
         raise InputError(model, "-", "model directory not found", "give an existing directory or a hub id")
     from huggingface_hub import snapshot_download
 

@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .models import model_path
 from .util import (DNABERT_DIM, ESM_DIM, InputError, InputErrors, label_for_prefix, load_dnabert, read_nucleotides,
                    read_proteins, write_json, write_text)
 
@@ -257,11 +258,11 @@ def _check_chunk_star(args):
 # Model
 # ----------------------------------------------------------------------------------------------
 def check_model(model: str, source: str = "--esm_model", hidden_size: int = ESM_DIM,
-                fix: str = "use a FastESM2_650 / ESM-2 650M model (hidden size 1280)") -> list[InputError]:
+                fix: str = "use a FastESM2_650 / ESM-2 650M model (hidden size 1280)",
+                launch_dir: Path = Path(".")) -> list[InputError]:
     """A local model directory must exist and produce `hidden_size`-wide hidden states."""
-    looks_local = model.startswith(("/", ".", "~")) or os.path.exists(model)
-    config_path = Path(model).expanduser() / "config.json"
-    if not looks_local:
+    local = model_path(model, launch_dir)
+    if local is None:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(model, "config.json")
@@ -272,8 +273,10 @@ def check_model(model: str, source: str = "--esm_model", hidden_size: int = ESM_
                                    "or give a local directory")]
             return []
         config_path = Path(cached)
+    else:
+        config_path = local / "config.json"
     if not config_path.is_file():
-        return [InputError(model, "config.json", "model directory missing or has no config.json",
+        return [InputError(local or model, "config.json", "model directory missing or has no config.json",
                            "give a directory saved with save_pretrained, or a hub id")]
     try:
         config = json.loads(config_path.read_text())
@@ -349,10 +352,12 @@ def check_publish_mode(params: dict, work_dir: Path) -> list[InputError]:
                        "pass --publish_dir_mode copy, or put -work-dir on the file system of --outdir")]
 
 
-def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_only: bool = False) -> dict:
+def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_only: bool = False,
+                  launch_dir: Path = Path(".")) -> dict:
     """Validate everything; write `chunks.csv` and `preflight.json` into outdir or raise InputErrors.
 
-    `discover_only` (the pipeline's stub run) lists the chunks without reading them.
+    `discover_only` (the pipeline's stub run) lists the chunks without reading them; relative model paths
+    are taken from `launch_dir`.
     """
     import sys
 
@@ -368,14 +373,14 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
     else:
         chunks, errors = discover_data_dir(params["data_dir"], recompute)
     if not discover_only:
-        errors += check_model(str(params.get("esm_model") or ""))
+        errors += check_model(str(params.get("esm_model") or ""), launch_dir=launch_dir)
         errors += check_publish_mode(params, Path.cwd())
     discovered = len(chunks)
     if params.get("balance_hosts"):
         chunks = balance_hosts(chunks, int(params.get("seed", 42)))
     if not discover_only and any(c.compute_dnabert for c in chunks):
         errors += check_model(str(params.get("dnabert_model") or DEFAULT_DNABERT_MODEL), "--dnabert_model",
-                              DNABERT_DIM, "use DNABERT-S (zhihan1996/DNABERT-S, hidden size 768)")
+                              DNABERT_DIM, "use DNABERT-S (zhihan1996/DNABERT-S, hidden size 768)", launch_dir)
     checkable = [c for c in chunks if Path(c.protein_fasta).is_file()
                  and Path(c.nucleotide_fasta if c.compute_dnabert else c.dnabert_embeddings).is_file()]
     max_length, allow_missing = int(params.get("max_length", 1022)), bool(params.get("allow_missing", False))

@@ -19,6 +19,7 @@ process PREFLIGHT {
         --params_json params.json \\
         --schema ${schema} \\
         --workers ${task.cpus} \\
+        --launch_dir ${workflow.launchDir} \\
         --outdir .
     """
 

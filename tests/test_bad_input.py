@@ -208,14 +208,20 @@ def good_pt_bytes(tmp_path) -> bytes:
     return (tmp_path / "good.pt").read_bytes()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "random-bytes", "text"])
-def test_truncated_or_corrupt_pt(tmp_path, tiny_model, damage):
+@pytest.mark.parametrize("damage, problem", [
+    ("truncated", r"a torch\.save file cut off or damaged, [\d,]+ bytes"),
+    ("empty", r"empty: 0 bytes"),
+    ("random-bytes", r"unknown binary content, 3,000 bytes"),
+    ("text", r"text, not a torch\.save file: starts 'this is not a torch file'"),
+    ("gzip", r"gzip-compressed, not a torch\.save file")])
+def test_truncated_or_corrupt_pt(tmp_path, tiny_model, damage, problem):
     good = good_pt_bytes(tmp_path)
     content = {"truncated": good[: len(good) // 2], "empty": b"",
                "random-bytes": bytes(torch.randint(0, 256, (3000,), generator=torch.Generator().manual_seed(1))
                                      .to(torch.uint8).tolist()),
-               "text": b"this is not a torch file\n" * 20}[damage]
-    rejected(tmp_path, tiny_model, (dnabert_path(tmp_path), "-", r"^truncated or corrupt \.pt file \(.+\)$"),
+               "text": b"this is not a torch file\n" * 20,
+               "gzip": gzip.compress(good)}[damage]
+    rejected(tmp_path, tiny_model, (dnabert_path(tmp_path), "-", rf"^truncated or corrupt \.pt file \({problem}\)$"),
              dna=content)
 
 

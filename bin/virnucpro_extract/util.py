@@ -194,14 +194,39 @@ def load_pt(path):
         detail = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed global.*)?$", str(exc), re.M)
         reason = (detail.group(1).strip() if detail else "") or "unsupported content"
         if reason.startswith("Unsupported operand"):  # garbage bytes: unknown opcodes, not a payload
-            raise InputError(path, "-", f"truncated or corrupt .pt file ({reason})",
-                             "regenerate this file (the step that wrote it was interrupted or the copy is damaged)")
+            raise damaged_pt_error(path) from None
         raise InputError(path, "-", f"unsafe or unsupported pickle content, not loaded ({reason})",
                          "re-save it with torch.save using only lists, dicts, strings and tensors")
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError,
-            KeyError, IndexError, struct.error) as exc:  # the last three: garbage through the weights-only unpickler
-        raise InputError(path, "-", f"truncated or corrupt .pt file ({type(exc).__name__})",
-                         "regenerate this file (the step that wrote it was interrupted or the copy is damaged)")
+            KeyError, IndexError, struct.error):  # the last three: garbage through the weights-only unpickler
+        raise damaged_pt_error(path) from None
+
+
+def damaged_pt_error(path: Path) -> InputError:
+    """The error line for a `.pt` file torch cannot read, saying what the file looks like instead.
+
+    torch's own exceptions (EOFError, BadZipFile, 'Unsupported operand 37') say nothing to a user; the
+    first bytes tell an empty file, a cut-off archive, a compressed or a text file apart.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(256)
+    size = path.stat().st_size
+    regenerate = "regenerate this file (the step that wrote it was interrupted or the copy is damaged)"
+    if size == 0:
+        return InputError(path, "-", "truncated or corrupt .pt file (empty: 0 bytes)", regenerate)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return InputError(path, "-", f"truncated or corrupt .pt file (a torch.save file cut off or damaged, "
+                                     f"{size:,} bytes)", regenerate)
+    if head.startswith(b"\x1f\x8b"):
+        return InputError(path, "-", "truncated or corrupt .pt file (gzip-compressed, not a torch.save file)",
+                          "decompress it with gunzip, or regenerate it")
+    text = head.decode("ascii", errors="replace")
+    if all(c.isprintable() or c.isspace() for c in text) and "\ufffd" not in text:
+        first = (text.strip().splitlines() or [""])[0][:40]
+        return InputError(path, "-", f"truncated or corrupt .pt file (text, not a torch.save file: starts {first!r})",
+                          "give the .pt file that torch.save wrote, or regenerate it")
+    return InputError(path, "-", f"truncated or corrupt .pt file (unknown binary content, {size:,} bytes)",
+                      regenerate)
 
 
 @dataclass

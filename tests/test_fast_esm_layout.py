@@ -55,3 +55,26 @@ def test_fast_esm_layout_embeds_like_the_plain_layout(tmp_path, fast_model, tiny
     assert outputs["fast"]["proteins"] == outputs["plain"]["proteins"]
     assert torch.allclose(outputs["fast"]["data"], outputs["plain"]["data"], atol=1e-5, rtol=0), \
         (outputs["fast"]["data"] - outputs["plain"]["data"]).abs().max()
+
+
+def test_fast_esm_config_without_the_keys_save_pretrained_leaves_out(tmp_path, fast_model, tiny_model, demo_data):
+    # FastEsmConfig.save_pretrained omits values equal to its class defaults (rotary positions, token dropout);
+    # EsmConfig's defaults for them (absolute, off) would fail to load or silently scale the embeddings.
+    import shutil
+
+    sparse = tmp_path / "sparse_fast_esm"
+    shutil.copytree(fast_model, sparse)
+    config = json.loads((sparse / "config.json").read_text())
+    assert config["token_dropout"] is True and config["position_embedding_type"] == "rotary"
+    for key in ("token_dropout", "position_embedding_type", "vocab_size", "pad_token_id", "mask_token_id"):
+        del config[key]
+    (sparse / "config.json").write_text(json.dumps(config))
+    chunk = demo_chunks(demo_data)[0]
+    outputs = {}
+    for name, model in (("sparse", sparse), ("plain", tiny_model)):
+        result = cli("embed", f"g/{name}={chunk['fasta']}", "--outdir", tmp_path, "--esm_model", model,
+                     "--use_gpu", "false", "--precision", "fp32", "--toks_per_batch", 1024)
+        assert result.exit_code == 0, result.stderr
+        outputs[name] = torch.load(tmp_path / "g" / f"{name}_ESM.pt", weights_only=True)
+    assert torch.allclose(outputs["sparse"]["data"], outputs["plain"]["data"], atol=1e-5, rtol=0), \
+        (outputs["sparse"]["data"] - outputs["plain"]["data"]).abs().max()

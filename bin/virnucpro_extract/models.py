@@ -23,6 +23,14 @@ ESM_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attent
                    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
                    "initializer_range", "layer_norm_eps", "position_embedding_type", "emb_layer_norm_before",
                    "token_dropout", "pad_token_id", "mask_token_id")
+# FastEsmConfig's own defaults (Synthyra/FastPLMs), where they differ from EsmConfig's: save_pretrained leaves
+# out values equal to the class defaults, and EsmConfig's (absolute positions, no token-dropout scaling of the
+# embeddings) would silently change the model. Token ids left unset there are ESM-2's vocabulary's.
+FAST_ESM_CONFIG_DEFAULTS = {"vocab_size": len(ESM2_VOCAB), "pad_token_id": ESM2_VOCAB.index("<pad>"),
+                            "mask_token_id": ESM2_VOCAB.index("<mask>"), "hidden_size": 768,
+                            "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+                            "max_position_embeddings": 1026, "layer_norm_eps": 1e-12,
+                            "position_embedding_type": "rotary", "token_dropout": True}
 
 
 def is_hub_id(model: str) -> bool:
@@ -104,7 +112,8 @@ def _fast_esm_as_esm_model(model_dir: Path, config: dict, attn: str):
     """Load a FastESM2 state dict into transformers' `EsmModel` (prefix `esm.` stripped, LM head dropped)."""
     from transformers import EsmConfig, EsmModel
 
-    esm_config = EsmConfig(**{k: config[k] for k in ESM_CONFIG_KEYS if k in config})
+    merged = {**FAST_ESM_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    esm_config = EsmConfig(**{k: merged[k] for k in ESM_CONFIG_KEYS if k in merged})
     model = EsmModel._from_config(esm_config, attn_implementation=attn, add_pooling_layer=False)
     state = _read_state_dict(model_dir)
     state = {k[len("esm."):] if k.startswith("esm.") else k: v for k, v in state.items()}

@@ -16,6 +16,7 @@ import torch
 
 from conftest import (DNABERT_DIM, MERGED_DIM, cli, demo_chunks, expect_errors, nextflow, nextflow_output,
                       read_fasta_records, write_fasta, write_samplesheet)
+from test_pipeline import files_under, process_name, trace_rows
 from virnucpro_extract.testdata import make_demo_data, make_test_dna_model
 
 BASES = "ACGT"
@@ -246,17 +247,23 @@ def test_samplesheet_nucleotide_fasta_column(tmp_path, fasta_only_data, tiny_mod
 # ----------------------------------------------------------------------------------------------
 # The pipeline from FASTA only
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.pipeline
-def test_pipeline_from_fasta_only(session_dir, fasta_only_data, tiny_model, tiny_dna_model, dna_reference,
-                                  pipeline_run, demo_data):
-    """Validated merged features: DNA half = VirNucPro's one-at-a-time vectors of the reads, protein half = the
-    run given precomputed DNABERT-S files (the shared pipeline_run, same proteins)."""
+@pytest.fixture(scope="module")
+def fasta_only_run(session_dir, fasta_only_data, tiny_model, tiny_dna_model) -> Path:
+    """The pipeline on --data_dir with reads and no DNABERT-S files; returns its outdir."""
     launch = session_dir / "nf_fasta_only"
     outdir = launch / "results"
     run = nextflow("-profile", "test", "--data_dir", fasta_only_data, "--esm_model", tiny_model,
                    "--dnabert_model", tiny_dna_model, "--outdir", outdir, cwd=launch)
     assert run.returncode == 0, nextflow_output(run)[-6000:]
     assert "EMBED_DNA" in nextflow_output(run)
+    return outdir
+
+
+@pytest.mark.pipeline
+def test_pipeline_from_fasta_only(fasta_only_run, fasta_only_data, dna_reference, pipeline_run):
+    """Validated merged features: DNA half = VirNucPro's one-at-a-time vectors of the reads, protein half = the
+    run given precomputed DNABERT-S files (the shared pipeline_run, same proteins)."""
+    outdir = fasta_only_run
     validation = json.loads((outdir / "pipeline_info" / "validation.json").read_text())
     assert validation["passed"] is True and validation["checks_failed"] == 0
     chunks = demo_chunks(fasta_only_data)
@@ -278,3 +285,42 @@ def test_pipeline_from_fasta_only(session_dir, fasta_only_data, tiny_model, tiny
         torch.testing.assert_close(merged["data"][:, DNABERT_DIM:],
                                    given["data"][[row_of[i] for i in merged["ids"]], DNABERT_DIM:], rtol=1e-5, atol=1e-5)
         assert merged["labels"] == given["labels"]
+
+
+@pytest.mark.pipeline
+def test_samplesheet_run_mixing_computed_and_given_dnabert_equals_the_fasta_only_run(
+        fasta_only_run, tmp_path, fasta_only_data, tiny_model, tiny_dna_model):
+    """Half the chunks given the DNABERT-S files the FASTA-only run published, half given their reads
+    (`nucleotide_fasta`): the same merged features as the FASTA-only run, to the bit."""
+    first = fasta_only_run
+    chunks = demo_chunks(fasta_only_data)
+    rows = []
+    for k, chunk in enumerate(chunks):
+        reads = fasta_only_data / f"{chunk['group']}.identified_nucleotide" / f"{chunk['id']}.fa"
+        given = first / "dnabert" / chunk["group"] / f"{chunk['id']}_DNABERT_S.pt"
+        rows.append((chunk["id"], "viral" if chunk["group"].startswith("viral") else "host", chunk["fasta"],
+                     given if k % 2 else "", "" if k % 2 else reads, chunk["group"]))
+    sheet = write_samplesheet(tmp_path / "sheet.csv", rows, columns=(
+        "id", "label", "protein_fasta", "dnabert_embeddings", "nucleotide_fasta", "group"))
+    outdir = tmp_path / "results"
+    run = nextflow("-profile", "test", "--input", sheet, "--esm_model", tiny_model, "--dnabert_model", tiny_dna_model,
+                   "--outdir", outdir, cwd=tmp_path)
+    assert run.returncode == 0, nextflow_output(run)[-6000:]
+    computed = {f for f in files_under(outdir / "dnabert")}
+    assert computed == {f"{c['group']}/{c['id']}_DNABERT_S.pt" for k, c in enumerate(chunks) if not k % 2}
+    for chunk in chunks:
+        name = Path(f"{chunk['group']}_merged") / f"{chunk['id']}_merged.pt"
+        ours, theirs = (torch.load(d / "data_merge" / name, weights_only=True) for d in (outdir, first))
+        assert ours["ids"] == theirs["ids"] and ours["labels"] == theirs["labels"], name
+        assert torch.equal(ours["data"], theirs["data"]), (name, (ours["data"] - theirs["data"]).abs().max())
+
+
+@pytest.mark.pipeline
+def test_stub_run_from_fasta_only(tmp_path, fasta_only_data, tiny_model, tiny_dna_model):
+    run = nextflow("-profile", "test", "-stub-run", "--data_dir", fasta_only_data, "--esm_model", tiny_model,
+                   "--dnabert_model", tiny_dna_model, "--outdir", tmp_path / "results", cwd=tmp_path)
+    assert run.returncode == 0, nextflow_output(run)[-6000:]
+    chunks = demo_chunks(fasta_only_data)
+    assert files_under(tmp_path / "results" / "dnabert") == {f"{c['group']}/{c['id']}_DNABERT_S.pt" for c in chunks}
+    order = [process_name(r) for r in trace_rows(tmp_path / "results")]
+    assert "EMBED_DNA" in order and "EMBED_PROTEINS" in order

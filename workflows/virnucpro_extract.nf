@@ -135,6 +135,11 @@ workflow VIRNUCPRO_EXTRACT {
                 .map { _key, meta, fasta, dnabert -> [meta, fasta, dnabert] }
         )
 
+    // EMBED_PROTEINS starts once every EMBED_DNA task has ended: each sizes its batches from the card's
+    // free memory, and two on one card would both claim it. DNABERT-S is the short step (about 25,000
+    // reads/s on an H100), so the wait costs little, also under Slurm where each job has its own card.
+    ch_dna_done = EMBED_DNA.out.stats.collect().ifEmpty([]).map { _stats -> true }
+
     // Several chunk files per task: one model load, many chunks (grouping chosen by PREFLIGHT).
     ch_embed_in = ch_chunks.given.mix(ch_chunks.compute)
         .map { meta, fasta, _dna -> [meta.task_group, meta, fasta] }
@@ -143,6 +148,8 @@ workflow VIRNUCPRO_EXTRACT {
             def pairs = [metas, fastas].transpose().sort { pair -> pair[0].key }
             [[id: "embed_${group}", keys: pairs.collect { pair -> pair[0].key }], pairs.collect { pair -> pair[1] }]
         }
+        .combine(ch_dna_done)
+        .map { meta, fastas, _done -> [meta, fastas] }
 
     EMBED_PROTEINS(ch_embed_in, localModel(), ch_model_key)
 

@@ -346,6 +346,30 @@ def test_samplesheet_that_is_not_text(tmp_path, tiny_model):
     expect_errors(result, (sheet.resolve(), "byte 42", r"^not a text CSV file \(binary or non-UTF-8 content\)$"))
 
 
+@pytest.mark.parametrize("body, where, problem", [
+    ('"c1,viral,{fasta},{dnabert}\n', "line 3", r"not valid CSV \(unexpected end of data\)"),
+    ('c1,viral,"{fasta}"x,{dnabert}\n', "line 3", r"not valid CSV \(',' expected after '\"'\)"),
+    ("c1,viral,{fasta},{dnabert},surplus\n", "line 3", r"5 fields, the header has 4")])
+def test_samplesheet_that_is_not_valid_csv(tmp_path, tiny_model, body, where, problem):
+    fasta, dnabert = chunk(tmp_path)
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"id,label,protein_fasta,dnabert_embeddings\nc0,viral,{fasta},{dnabert}\n"
+                     + body.format(fasta=fasta, dnabert=dnabert))
+    result = cli("preflight", "--input", sheet, "--esm_model", tiny_model, "--outdir", tmp_path / "out")
+    expect_errors(result, (sheet.resolve(), where, rf"^{problem}$"))
+    assert not (tmp_path / "out" / "chunks.csv").exists()
+
+
+def test_numbers_typed_on_the_command_line_are_accepted_for_text_parameters(tmp_path, tiny_model):
+    params = tmp_path / "params.json"
+    fasta, dnabert = chunk(tmp_path)
+    sheet = write_samplesheet(tmp_path / "sheet.csv", [("c1", "viral", fasta, dnabert)])
+    params.write_text(json.dumps({"input": str(sheet), "esm_model": str(tiny_model), "slurm_queue": 1,
+                                  "max_length": "long"}))
+    result = cli("preflight", "--params_json", params, "--schema", SCHEMA, "--outdir", tmp_path / "out")
+    expect_errors(result, ("params", "--max_length", r"^invalid value 'long' .*"))
+
+
 def test_samplesheet_with_byte_order_mark_is_accepted(tmp_path, tiny_model):
     fasta, dnabert = chunk(tmp_path)
     sheet = tmp_path / "sheet.csv"

@@ -220,3 +220,26 @@ def test_resume_caches_every_task(pipeline_run):
     assert second != first and {r["status"] for r in second} == {"CACHED"}
     after = {f: digest(outdir / f) for f in files_under(outdir) if f.startswith(("esm/", "data_merge/"))}
     assert after == before
+
+
+def test_wrong_parameter_type_and_a_malformed_samplesheet_through_nextflow_run(tmp_path, demo_data, tiny_model):
+    """Values typed on Nextflow's command line (which types them itself) and a sheet Groovy cannot split
+    both end in PREFLIGHT's contract lines, not in a Nextflow stack trace."""
+    run = nextflow("-profile", "test", "--data_dir", demo_data, "--esm_model", tiny_model, "--max_length", "long",
+                   "--slurm_queue", "1", "--outdir", tmp_path / "a", cwd=tmp_path / "a")
+    errors = [line.strip() for line in nextflow_output(run).splitlines() if line.strip().startswith("error:")]
+    assert run.returncode != 0
+    assert errors == ["error: params: --max_length: invalid value 'long' ('long' is not of type 'integer') — "
+                      "give --max_length as integer"], nextflow_output(run)[-4000:]
+
+    chunk = demo_chunks(demo_data)[0]
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f'id,label,protein_fasta,dnabert_embeddings\n"c1,viral,{chunk["fasta"]},{chunk["dnabert"]}\n')
+    run = nextflow("-profile", "test", "--input", sheet, "--esm_model", tiny_model, "--outdir", tmp_path / "b",
+                   cwd=tmp_path / "b")
+    output = nextflow_output(run)
+    assert run.returncode != 0
+    line = (rf"^\s*error: {re.escape(str(sheet))}: line 2: not valid CSV \(unexpected end of data\) — "
+            r"close the quoted field or remove the stray '\"'$")
+    assert re.search(line, output, re.M), output[-4000:]
+    assert "Exception" not in output, output[-4000:]

@@ -22,16 +22,22 @@ def inputFiles() {
     if (params.input && file(params.input).isFile()) {
         def sheet = file(params.input)
         def listed = []
-        sheet.splitCsv(header: true).each { row ->
-            ['protein_fasta', 'dnabert_embeddings', 'nucleotide_fasta'].each { column ->
-                def value = row[column]?.trim()
-                if (value) {
-                    def path = value.startsWith('/') ? file(value) : sheet.parent.resolve(value)
-                    if (path.isFile()) {
-                        listed << path
+        try {
+            sheet.splitCsv(header: true).each { row ->
+                ['protein_fasta', 'dnabert_embeddings', 'nucleotide_fasta'].each { column ->
+                    def value = row[column]?.trim()
+                    if (value) {
+                        def path = value.startsWith('/') ? file(value) : sheet.parent.resolve(value)
+                        if (path.isFile()) {
+                            listed << path
+                        }
                     }
                 }
             }
+        }
+        catch (Exception _malformed) {
+            // a sheet that is not CSV: PREFLIGHT names the line and the fix
+            return [sheet]
         }
         return [sheet] + listed
     }

@@ -61,6 +61,10 @@ def validate_params(params: dict, schema_path, source: str = "params") -> list[I
         flat["properties"].update(definition.get("properties", {}))
     flat["properties"].update(schema.get("properties", {}))
     given = {k: v for k, v in params.items() if v is not None}  # null: not given, the default applies
+    for name, value in given.items():
+        # Nextflow types command-line values itself: `--slurm_queue 1` arrives as the number 1
+        if type(value) in (int, float) and flat["properties"].get(name, {}).get("type") == "string":
+            given[name] = str(value)
     errors = []
     validator = jsonschema.Draft7Validator(flat)
     for problem in sorted(validator.iter_errors(given), key=lambda e: list(e.path)):
@@ -104,6 +108,14 @@ def read_samplesheet(path, recompute_dnabert: bool = False) -> tuple[list[Chunk]
         return [], [InputError(path, f"byte {exc.start}", "not a text CSV file (binary or non-UTF-8 content)",
                                "save the samplesheet as a UTF-8 CSV")]
     chunks, errors, seen = [], [], {}
+    strict = csv.reader(io.StringIO(text, newline=""), strict=True)
+    row_start = 1
+    try:
+        for _ in strict:
+            row_start = strict.line_num + 1
+    except csv.Error as exc:  # the quoting is broken in the row that starts on row_start
+        return [], [InputError(path, f"line {row_start}", f"not valid CSV ({exc})",
+                               "close the quoted field or remove the stray '\"'")]
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
@@ -114,7 +126,11 @@ def read_samplesheet(path, recompute_dnabert: bool = False) -> tuple[list[Chunk]
                                    f"the header must be {','.join(SAMPLESHEET_COLUMNS)}[,group][,nucleotide_fasta]")]
         for lineno, row in enumerate(reader, start=2):
             where = f"line {lineno}"
-            row = {k: (v or "").strip() for k, v in row.items() if k is not None}
+            if None in row:
+                errors.append(InputError(path, where, f"{len(columns) + len(row[None])} fields, the header has "
+                                         f"{len(columns)}", "quote fields that contain commas, or fix the header"))
+                continue
+            row = {k: (v or "").strip() for k, v in row.items()}
             label, group = row["label"], row.get("group") or row["label"]
             if label not in ("viral", "host"):
                 errors.append(InputError(path, where, f"unknown label {label!r}", "use 'viral' or 'host'"))
@@ -132,8 +148,8 @@ def read_samplesheet(path, recompute_dnabert: bool = False) -> tuple[list[Chunk]
             seen[key] = lineno
             files = {}
             compute = bool(row.get("nucleotide_fasta")) and (recompute_dnabert or not row.get("dnabert_embeddings"))
-            columns = ("protein_fasta", "nucleotide_fasta" if compute else "dnabert_embeddings")
-            for column in columns + (("nucleotide_fasta",) if row.get("nucleotide_fasta") and not compute else ()):
+            file_columns = ("protein_fasta", "nucleotide_fasta" if compute else "dnabert_embeddings")
+            for column in file_columns + (("nucleotide_fasta",) if row.get("nucleotide_fasta") and not compute else ()):
                 row.setdefault(column, "")
                 file = Path(row[column]) if row[column] else None
                 if file is not None and not file.is_absolute():

@@ -71,3 +71,30 @@ def test_a_protein_too_big_alone_is_an_error_line(embedder, monkeypatch):
     match = ERROR_LINE.match(str(error.value))
     assert match and match["file"] == "chunk.fa" and match["where"] == "record long"
     assert "200 residues" in match["problem"] and "--max_length" in match["fix"]
+
+
+def test_out_of_memory_outside_batch_splitting_exits_for_a_retry(tmp_path, tiny_model, demo_data, monkeypatch):
+    """Loading the model (or copying results) can run out of memory where no batch can be split: the
+    task exits 75, which conf/base.config retries with half the token budget, not 1 (bad input)."""
+    import virnucpro_extract.embed as embed_module
+    from conftest import cli, demo_chunks, expect_errors
+
+    def load_that_runs_out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(embed_module, "load_esm_model", load_that_runs_out_of_memory)
+    chunk = demo_chunks(demo_data)[0]
+    result = cli("embed", f"{chunk['key']}={chunk['fasta']}", "--esm_model", tiny_model, "--use_gpu", "false",
+                 "--outdir", tmp_path)
+    expect_errors(result, ("GPU", "-", r"^out of memory outside batch splitting \(CUDA out of memory\. .*\)$"))
+    assert result.exit_code == 75
+    assert not list(tmp_path.rglob("*_ESM.pt"))
+
+
+def test_only_errors_that_are_all_retryable_ask_for_a_retry():
+    from virnucpro_extract.util import EXIT_RETRY, InputErrors, out_of_memory_error
+
+    memory = out_of_memory_error(torch.OutOfMemoryError("CUDA out of memory"))
+    assert InputErrors([memory, memory]).exit_status == EXIT_RETRY
+    assert InputErrors([memory, InputError("f.fa", "record p1", "stop codon", "fix")]).exit_status == 1
+    assert InputError.from_line(str(memory), EXIT_RETRY).exit_status == EXIT_RETRY

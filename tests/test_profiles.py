@@ -70,6 +70,16 @@ def test_profiles_keep_the_base_resources_and_publishing(configs, profile):
 
 
 @needs_nextflow
+def test_transient_failures_are_retried_with_more_resources_and_bad_input_is_not(configs):
+    config, _ = configs["standard"]
+    strategy = config["process.errorStrategy"]
+    assert "(130..145) + 104 + 175 + 75" in strategy and "'retry'" in strategy and "'finish'" in strategy
+    assert config["process.maxRetries"] == "2"
+    for key in ("process.'withLabel:gpu'.memory", "process.'withLabel:process_medium'.memory"):
+        assert "task.attempt" in config[key], key
+
+
+@needs_nextflow
 def test_docker_profile(configs):
     config, launch = configs["docker"]
     cache = launch / ".cache"

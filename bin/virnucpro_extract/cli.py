@@ -2,7 +2,8 @@
 
 Each subcommand runs on its own outside Nextflow; the pipeline's modules call exactly these.
 Rejected input prints one contract line per problem (`error: <file>: <record>: <problem> — <fix>`)
-and exits with status 1, which Nextflow does not retry.
+and exits with status 1, which Nextflow does not retry; a CUDA out-of-memory that batch splitting
+could not absorb exits with EXIT_RETRY (75), which it retries with half the token budget.
 """
 from __future__ import annotations
 
@@ -14,24 +15,28 @@ from pathlib import Path
 
 import click
 
-from .util import InputError, InputErrors, write_json, write_text
+from .util import InputError, InputErrors, out_of_memory_error, write_json, write_text
 
 EXAMPLE = "\n\n\b\nExample:\n  "
 
 
 def reports_input_errors(command):
-    """Turn InputError(s) into contract lines on stderr and exit status 1."""
+    """Turn InputError(s) into contract lines on stderr and their exit status (1, or EXIT_RETRY for a
+    CUDA out-of-memory that batch splitting could not catch)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except InputErrors as exc:
-            for error in exc.errors:
-                click.echo(str(error), err=True)
-        except InputError as exc:
-            click.echo(str(exc), err=True)
-        sys.exit(1)
+        except (InputError, InputErrors) as exc:
+            failure = exc
+        except Exception as exc:  # torch.OutOfMemoryError, matched by name: torch is not imported here
+            if type(exc).__name__ != "OutOfMemoryError":
+                raise
+            failure = out_of_memory_error(exc)
+        for error in getattr(failure, "errors", [failure]):
+            click.echo(str(error), err=True)
+        sys.exit(failure.exit_status)
 
     return wrapper
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .util import InputError, InputErrors
+from .util import EXIT_RETRY, InputError, InputErrors
 
 CLI = Path(__file__).resolve().parents[1] / "virnucpro-extract"
 
@@ -75,12 +75,14 @@ def run_workers(chunks: list[tuple[str, str]], devices: list[str], worker_args: 
             _, stderr = proc.communicate()
             log.write("".join(f"[gpu {device}] {line}\n" for line in stderr.splitlines()))
             if proc.returncode != 0:
-                failures += [line for line in stderr.splitlines() if line.startswith("error: ")] or \
-                            [f"error: worker on GPU {device}: -: exited with status {proc.returncode} — see the log above"]
+                lines = [line for line in stderr.splitlines() if line.startswith("error: ")] or \
+                        [f"error: worker on GPU {device}: -: exited with status {proc.returncode} — see the log above"]
+                failures += [InputError.from_line(line, proc.returncode if proc.returncode == EXIT_RETRY else 1)
+                             for line in lines]
             else:
                 summaries.append({**json.loads(stats.read_text()), "cuda_visible_devices": device})
     if failures:
-        raise InputErrors([InputError.from_line(line) for line in failures])
+        raise InputErrors(failures)
     merged = {**summaries[0], "workers": summaries, "chunks": [c for s in summaries for c in s["chunks"]],
               "total_seconds": max(s["total_seconds"] for s in summaries)}
     merged["device"] = ", ".join(sorted({s["device"] for s in summaries}))

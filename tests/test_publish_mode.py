@@ -25,3 +25,24 @@ def test_outdir_on_another_file_system_is_an_error_line_unless_copying(tmp_path)
     assert "another file system" in match["problem"] and "--publish_dir_mode copy" in match["fix"]
     assert not (OTHER_FS / "virnucpro-not-created").exists()
     assert check_publish_mode({**params, "publish_dir_mode": "copy"}, tmp_path) == []
+
+
+@pytest.mark.pipeline
+def test_copy_publishing_repairs_a_cut_off_copy_on_resume(tmp_path, demo_data, tiny_model):
+    """Nextflow's 'copy' is not atomic; a file cut off by a kill mid-copy must not survive -resume (Nextflow
+    would skip republishing a cached task's file unless told to overwrite)."""
+    from conftest import nextflow, nextflow_output
+    from test_pipeline import trace_rows
+
+    args = ["-profile", "test", "--data_dir", demo_data, "--esm_model", tiny_model, "--publish_dir_mode", "copy",
+            "--outdir", tmp_path / "results"]
+    run = nextflow(*args, cwd=tmp_path)
+    assert run.returncode == 0, nextflow_output(run)[-4000:]
+    published = sorted((tmp_path / "results" / "data_merge").rglob("*_merged.pt"))
+    assert published and not any(p.stat().st_nlink > 1 for p in published)  # copies, not links
+    whole = published[0].read_bytes()
+    published[0].write_bytes(whole[: len(whole) // 3])  # as a kill mid-copy leaves it
+    resumed = nextflow(*args, "-resume", cwd=tmp_path)
+    assert resumed.returncode == 0, nextflow_output(resumed)[-4000:]
+    assert {r["status"] for r in trace_rows(tmp_path / "results")} == {"CACHED"}, [(r["process"], r["status"]) for r in trace_rows(tmp_path / "results")]
+    assert published[0].read_bytes() == whole

@@ -99,6 +99,7 @@ workflow VIRNUCPRO_EXTRACT {
         file("${projectDir}/nextflow_schema.json"),
         inputFiles(),
         [localModel(), localDnaModel()].flatten(),
+        workflow.launchDir.toString(),   // a string: as a Path its changing mtime would defeat -resume
     )
 
     ch_chunks = PREFLIGHT.out.manifest

@@ -7,6 +7,7 @@ process PREFLIGHT {
     path schema
     path inputs, stageAs: 'inputs/?/*'
     path model_dir, stageAs: 'model/?/*'   // the ESM and DNABERT-S model directories (local ones)
+    val launch_dir                           // relative model paths are taken from here
 
     output:
     path 'chunks.csv'     , emit: manifest
@@ -19,7 +20,7 @@ process PREFLIGHT {
         --params_json params.json \\
         --schema ${schema} \\
         --workers ${task.cpus} \\
-        --launch_dir ${workflow.launchDir} \\
+        --launch_dir ${launch_dir} \\
         --outdir .
     """
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import shutil
 import sys
 import types
@@ -260,12 +261,20 @@ def fasta_only_run(session_dir, fasta_only_data, tiny_model, tiny_dna_model) -> 
 
 
 @pytest.mark.pipeline
-def test_pipeline_from_fasta_only(fasta_only_run, fasta_only_data, dna_reference, pipeline_run):
+def test_pipeline_from_fasta_only(fasta_only_run, fasta_only_data, dna_reference, pipeline_run, tiny_dna_model):
     """Validated merged features: DNA half = VirNucPro's one-at-a-time vectors of the reads, protein half = the
     run given precomputed DNABERT-S files (the shared pipeline_run, same proteins)."""
     outdir = fasta_only_run
     validation = json.loads((outdir / "pipeline_info" / "validation.json").read_text())
     assert validation["passed"] is True and validation["checks_failed"] == 0
+    # The report says DNABERT-S was computed here, by which model, on what, how fast.
+    report = re.sub(r"<[^>]+>", " ", (outdir / "report.html").read_text())
+    dna_stats = [json.loads(p.read_text()) for p in (outdir / "pipeline_info" / "embed_dna").glob("*.embed_dna.json")]
+    assert dna_stats and all(s["chunks"] for s in dna_stats)
+    for needed in ("DNABERT-S model (--dnabert_model)", str(tiny_dna_model), "DNABERT-S config.json hash",
+                   dna_stats[0]["config_hash"], "EMBED_DNA tasks", "(4 chunks, 80 reads)",
+                   "EMBED_DNA reads/s after model load"):
+        assert needed in report, needed
     chunks = demo_chunks(fasta_only_data)
     assert len(chunks) == 4
     for chunk in chunks:

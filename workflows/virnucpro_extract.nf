@@ -183,6 +183,7 @@ workflow VIRNUCPRO_EXTRACT {
         PREFLIGHT.out.summary,
         EMBED_PROTEINS.out.stats.collect(),
         MERGE_FEATURES.out.stats.collect(),
+        EMBED_DNA.out.stats.collect().ifEmpty([]),
         paramsJson,
     )
 

@@ -235,12 +235,15 @@ def validate(table, manifest, outdir, allow_missing, out, sample):
               help="Statistics of one embed task (<task>.embed.json; repeat per task): throughput per task.")
 @click.option("--merge_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Statistics of one merge (<group>__<id>.merge.json; repeat per chunk): dropped ids.")
+@click.option("--dna_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Statistics of one embed-dna task (<task>.embed_dna.json; repeat per task), where DNABERT-S "
+                   "was computed.")
 @click.option("--params_json", type=click.Path(exists=True, dir_okay=False), help="The run's params as JSON.")
 @click.option("--nextflow_version", default="", help="Shown with the other versions.")
 @click.option("--versions_out", default=None, help="Also write software versions as JSON here.")
 @click.option("--out", default="report.html", show_default=True)
-def report(validation, sample, preflight_json, embed_stats, merge_stats, params_json, nextflow_version, versions_out,
-           out):
+def report(validation, sample, preflight_json, embed_stats, merge_stats, dna_stats, params_json, nextflow_version,
+           versions_out, out):
     """Write the self-contained HTML report of a run."""
     from .report import build_report, package_versions, read_stats
     from .util import load_pt
@@ -248,7 +251,8 @@ def report(validation, sample, preflight_json, embed_stats, merge_stats, params_
     read = lambda p: read_stats(p) if p else {}
     html = build_report(read(validation), load_pt(sample) if sample else {}, read(preflight_json),
                         [read(p) for p in embed_stats], [read(p) for p in merge_stats],
-                        {k: v for k, v in read(params_json).items() if not k.startswith("_")}, nextflow_version)
+                        {k: v for k, v in read(params_json).items() if not k.startswith("_")}, nextflow_version,
+                        dna_stats=[read(p) for p in dna_stats])
     write_text(out, html)
     if versions_out:
         write_json(versions_out, {"nextflow": nextflow_version, **package_versions()})

@@ -440,10 +440,31 @@ def _param_value(value) -> str:
     return f"<code>{_e(json.dumps(value))}</code>"
 
 
+def dna_rows(dna_stats: list[dict], preflight: dict, params: dict) -> list[list]:
+    """The report's DNABERT-S rows: given as files, or computed by EMBED_DNA (model, card, reads/s)."""
+    tasks = [s for s in dna_stats if s.get("chunks")]
+    if not tasks:
+        return [["DNABERT-S", "given as files (none computed in this run)"]]
+    reads = sum(c.get("reads", 0) for s in tasks for c in s["chunks"])
+    total = sum(float(s.get("total_seconds") or 0) for s in tasks)
+    load = sum(float(s.get("load_seconds") or 0) for s in tasks)
+    chunks = sum(len(s["chunks"]) for s in tasks)
+    rows = [["DNABERT-S model (--dnabert_model)", params.get("dnabert_model") or tasks[0].get("model", "-")],
+            ["DNABERT-S fingerprint", preflight.get("dnabert_model_fingerprint", "-")]]
+    for config_hash, precision, device in sorted({(s.get("config_hash"), s.get("precision"), s.get("device"))
+                                                  for s in tasks}, key=str):
+        rows += [["DNABERT-S config.json hash", config_hash], ["DNABERT-S precision", precision],
+                 ["DNABERT-S card", device]]
+    return rows + [["EMBED_DNA tasks", f"{len(tasks)} ({chunks} chunks, {reads:,} reads)"],
+                   ["EMBED_DNA time, summed", f"{_duration(total)} (model loading {_duration(load)})"],
+                   ["EMBED_DNA reads/s after model load", f"{reads / max(total - load, 1e-9):,.0f}"]]
+
+
 def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: list[dict], merge_stats: list[dict],
-                 params: dict, nextflow_version: str = "", generated_at: dt.datetime | None = None) -> str:
+                 params: dict, nextflow_version: str = "", generated_at: dt.datetime | None = None,
+                 dna_stats: list[dict] = ()) -> str:
     """The report's HTML. Documents are the pipeline's JSON files as dicts (with `_name`/`_mtime` from
-    `read_stats` where known); `sample` is validate's feature sample."""
+    `read_stats` where known); `sample` is validate's feature sample; `dna_stats` are EMBED_DNA's."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc)
     chunks = validation.get("chunks", [])
     checks = validation.get("checks", [])
@@ -514,6 +535,7 @@ def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: l
     for config_hash, precision, device, compiled, budget in configs:
         model_rows += [["config.json hash", config_hash], ["precision", precision], ["card", device],
                        ["torch.compile", "on" if compiled else "off"], ["tokens per batch", budget or "-"]]
+    model_rows += dna_rows(list(dna_stats), preflight, params)
     timing_rows = [["run wall time (≈)", _duration(wall)],
                    ["EMBED_PROTEINS tasks", len(tasks)],
                    ["EMBED_PROTEINS task time, summed", _duration(sum(t["total_seconds"] for t in tasks))],

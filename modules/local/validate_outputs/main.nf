@@ -8,6 +8,7 @@ process VALIDATE_OUTPUTS {
     path preflight_json
     path embed_stats, stageAs: 'stats/embed/*'
     path merge_stats, stageAs: 'stats/merge/*'
+    path dna_stats, stageAs: 'stats/dna/*'     // EMBED_DNA's, where DNABERT-S was computed (may be none)
     val params_json
 
     output:
@@ -35,6 +36,7 @@ process VALIDATE_OUTPUTS {
         --preflight ${preflight_json} \\
         --embed_stats ${asList(embed_stats).join(' --embed_stats ')} \\
         --merge_stats ${asList(merge_stats).join(' --merge_stats ')} \\
+        ${asList(dna_stats).collect { stats -> "--dna_stats ${stats}" }.join(' ')} \\
         --params_json params.json \\
         --nextflow_version ${workflow.nextflow.version} \\
         --versions_out versions.json \\

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from conftest import (DNABERT_DIM, ESM_DIM, MERGED_DIM, cli, cosine_rows, demo_chunks, read_fasta_records,
+from conftest import (BIN, DNABERT_DIM, ESM_DIM, MERGED_DIM, cli, cosine_rows, demo_chunks, read_fasta_records,
                       write_fasta, write_samplesheet)
 
 # The ESM-2 vocabulary (facebook/esm2_t6_8M_UR50D), in id order: the spec the test model must follow.
@@ -313,3 +313,32 @@ def test_report_writes_self_contained_html(tmp_path, cli_outputs):
 def test_every_subcommand_has_help_with_an_example(command):
     result = cli(command, "--help")
     assert result.exit_code == 0 and "Example:" in result.stdout and f"virnucpro-extract {command}" in result.stdout
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_writer_killed_mid_write_leaves_the_old_file_or_none(tmp_path, existing):
+    """SIGKILL inside atomic_path after half the bytes: the target is absent (or still the old, whole file);
+    the only leftover is a hidden '.partial' file, which no output glob of the pipeline matches."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "out" / "output_1_ESM.pt"
+    if existing:
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"old and whole")
+    script = (f"import os, signal, sys; sys.path.insert(0, {str(BIN)!r})\n"
+              "from virnucpro_extract.util import atomic_path\n"
+              f"with atomic_path({str(target)!r}) as tmp:\n"
+              "    with open(tmp, 'wb') as handle:\n"
+              "        handle.write(b'x' * 500_000); handle.flush()\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert run.returncode == -signal.SIGKILL
+    if existing:
+        assert target.read_bytes() == b"old and whole"
+    else:
+        assert not target.exists()
+    leftovers = [p.name for p in target.parent.iterdir() if p != target]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".") and leftovers[0].endswith(".partial"), leftovers
+    assert (target.parent / leftovers[0]).stat().st_size == 500_000  # it did die mid-write

@@ -5,12 +5,13 @@ import csv
 import importlib.metadata
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import (BIN, DNABERT_DIM, ESM_DIM, MERGED_DIM, cli, cosine_rows, demo_chunks, read_fasta_records,
-                      write_fasta, write_samplesheet)
+from conftest import (BIN, DNABERT_DIM, ESM_DIM, MERGED_DIM, cli, cosine_rows, demo_chunks, expect_errors,
+                      read_fasta_records, write_fasta, write_samplesheet)
 
 # The ESM-2 vocabulary (facebook/esm2_t6_8M_UR50D), in id order: the spec the test model must follow.
 ESM2_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "N",
@@ -140,6 +141,31 @@ def test_preflight_balance_hosts_samples_like_virnucpro(tmp_path, tiny_model):
     again = cli("preflight", "--data_dir", data, "--esm_model", tiny_model, "--balance_hosts", "--seed", 42,
                 "--outdir", tmp_path / "again")
     assert (tmp_path / "again" / "chunks.csv").read_text() == (tmp_path / "out" / "chunks.csv").read_text(), again.stderr
+
+
+def test_balance_hosts_samples_down_to_n_viral_and_checks_only_the_sampled_files(tmp_path, tiny_model):
+    from virnucpro_extract.testdata import make_demo_data
+
+    data = make_demo_data(tmp_path / "data", viral_chunks=1, host_chunks=4, proteins_per_chunk=3, seed=5)
+    args = ["preflight", "--data_dir", data, "--esm_model", tiny_model, "--balance_hosts", "--seed", 42]
+    result = cli(*args, "--outdir", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out" / "chunks.csv")))
+    # ceil(1/7) = 1 file from each of the 2 host categories, then down to n_viral = 1
+    hosts = [r for r in rows if r["label"] == "host"]
+    assert len(hosts) == 1 and len(rows) == 2
+    host_fastas = sorted(data.glob("*.identified_protein/output_*.fa"))
+    host_fastas = [f for f in host_fastas if not f.parent.name.startswith("viral")]
+    unsampled = next(f for f in host_fastas if str(f) != hosts[0]["protein_fasta"])
+    (unsampled.parent.parent / unsampled.parent.name.replace("protein", "nucleotide")
+     / f"{unsampled.stem}_DNABERT_S.pt").unlink()
+    result = cli(*args, "--outdir", tmp_path / "unsampled_broken")
+    assert result.exit_code == 0, result.stderr  # a file VirNucPro would not use is not an error
+    sampled = Path(hosts[0]["protein_fasta"])
+    (sampled.parent.parent / sampled.parent.name.replace("protein", "nucleotide")
+     / f"{sampled.stem}_DNABERT_S.pt").unlink()
+    result = cli(*args, "--outdir", tmp_path / "sampled_broken")
+    expect_errors(result, (sampled, sampled.stem, r"^no DNABERT-S file \(expected .+\)$"))
 
 
 # ----------------------------------------------------------------------------------------------

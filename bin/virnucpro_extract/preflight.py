@@ -193,10 +193,10 @@ def discover_data_dir(data_dir, recompute_dnabert: bool = False) -> tuple[list[C
             reads = nucleotide_dir / f"{match.group(1)}.fa"
             compute = reads.is_file() and (recompute_dnabert or not dnabert.is_file())
             if not dnabert.is_file() and not compute:
+                # still listed: --balance_hosts may drop the chunk, and with it this error
                 errors.append(InputError(fasta, match.group(1), f"no DNABERT-S file (expected {dnabert})",
                                          f"add the chunk's reads as {reads} (the pipeline then computes it), "
                                          "run VirNucPro's DNABERT-S step for this chunk or remove the chunk"))
-                continue
             chunks.append(Chunk(match.group(1), prefix, label, str(fasta), "" if compute else str(dnabert),
                                 str(reads) if reads.is_file() else "", compute))
     if not chunks and not errors:
@@ -393,7 +393,10 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
         errors += check_publish_mode(params, Path.cwd())
     discovered = len(chunks)
     if params.get("balance_hosts"):
-        chunks = balance_hosts(chunks, int(params.get("seed", 42)))
+        sampled = balance_hosts(chunks, int(params.get("seed", 42)))
+        # VirNucPro samples host files as found; only the sampled ones must be complete
+        dropped = {c.protein_fasta for c in chunks} - {c.protein_fasta for c in sampled}
+        chunks, errors = sampled, [e for e in errors if e.file not in dropped]
     if not discover_only and any(c.compute_dnabert for c in chunks):
         errors += check_model(str(params.get("dnabert_model") or DEFAULT_DNABERT_MODEL), "--dnabert_model",
                               DNABERT_DIM, "use DNABERT-S (zhihan1996/DNABERT-S, hidden size 768)", launch_dir)

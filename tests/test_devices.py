@@ -4,6 +4,7 @@ No GPU here: the worker processes run on CPU, each pinned (through CUDA_VISIBLE_
 card of a fake device list; what is tested is the assignment and orchestration, not CUDA.
 """
 import json
+import re
 import os
 
 import pytest
@@ -60,6 +61,9 @@ def test_two_workers_match_one_process(tmp_path, demo_data, tiny_model, monkeypa
     assert single.exit_code == 0, single.stderr
     stats = json.loads((tmp_path / "two.json").read_text())
     assert sorted(w["cuda_visible_devices"] for w in stats["workers"]) == ["3", "5"]
+    # each worker's progress lines reach the task's log, tagged with its card
+    for device in ("3", "5"):
+        assert re.search(rf"^\[gpu {device}\] embed: \[#+ *\] 1/\d+ chunks, ", split.stderr, re.M), split.stderr
     keys = [c["key"] for c in demo_chunks(demo_data)]
     assert sorted(c["key"] for c in stats["chunks"]) == sorted(keys)
     for key in keys:

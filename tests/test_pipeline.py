@@ -200,6 +200,32 @@ def test_bad_input_fails_in_preflight_before_any_embedding(tmp_path, demo_data, 
     assert not (outdir / "esm").exists() and not (outdir / "data_merge").exists()
 
 
+PROGRESS = re.compile(r"^embed: \[#* *\] (\d+)/(\d+) chunks, ([\d,]+)/([\d,]+) proteins \((\d+)%\) \| \S+: "
+                      r"[\d,]+ proteins, \d+ truncated, [\d.]+s \| [\d,]+ proteins/s, ETA \d+s$")
+
+
+def test_embed_tasks_log_progress_lines_with_totals(pipeline_run, demo_data):
+    """Each EMBED_PROTEINS task's .command.log has one plain line per chunk: chunks and proteins of the
+    task's total, rate and ETA, no carriage returns (readable with cat or tail -f)."""
+    launch, outdir = pipeline_run["launch"], pipeline_run["outdir"]
+    rows = [r for r in trace_rows(outdir) if process_name(r) == "EMBED_PROTEINS"]
+    assert rows
+    proteins_seen = 0
+    for row in rows:
+        log = next((launch / "work").glob(row["hash"] + "*")) / ".command.log"
+        text = log.read_text()
+        assert "\r" not in text
+        lines = [m for m in map(PROGRESS.match, text.splitlines()) if m]
+        assert lines, text[-2000:]
+        done, total = int(lines[-1][1]), int(lines[-1][2])
+        assert [int(m[1]) for m in lines] == list(range(1, total + 1)) and done == total
+        task_total = int(lines[-1][4].replace(",", ""))
+        assert [int(m[4].replace(",", "")) for m in lines] == [task_total] * len(lines)
+        assert int(lines[-1][3].replace(",", "")) == task_total and lines[-1][5] == "100"
+        proteins_seen += task_total
+    assert proteins_seen == sum(len(read_fasta_records(c["fasta"])) for c in demo_chunks(demo_data))
+
+
 # ----------------------------------------------------------------------------------------------
 # -resume of the shared run (last: it republishes into the shared outdir)
 # ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from .util import EXIT_RETRY, InputError, InputErrors
@@ -54,6 +55,19 @@ def split_chunks(chunks: list, workers: int) -> list[list]:
     return [chunks[k::workers] for k in range(workers) if chunks[k::workers]]
 
 
+_LOG_LOCK = threading.Lock()
+
+
+def _relay(stream, prefix: str, log, lines: list[str]) -> None:
+    """Copy a worker's stderr to `log` line by line, prefixed, and keep the lines for its error report."""
+    for line in stream:
+        line = line.rstrip("\n")
+        lines.append(line)
+        with _LOG_LOCK:
+            log.write(f"{prefix}{line}\n")
+            log.flush()
+
+
 def run_workers(chunks: list[tuple[str, str]], devices: list[str], worker_args: list[str], log=None) -> dict:
     """Run `virnucpro-extract embed` once per device on its share of the chunks; merge their statistics.
 
@@ -70,10 +84,17 @@ def run_workers(chunks: list[tuple[str, str]], devices: list[str], worker_args: 
                        "--gpus", "1", "--stats", str(stats)]
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
             procs.append((device, stats, subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)))
+        # Each worker's lines reach the task's log as they come (progress), tagged with its card.
+        logged = {device: [] for device, _, _ in procs}
+        relays = [threading.Thread(target=_relay, args=(proc.stderr, f"[gpu {device}] ", log, logged[device]),
+                                   daemon=True) for device, _, proc in procs]
+        for relay in relays:
+            relay.start()
         failures, summaries = [], []
-        for device, stats, proc in procs:
-            _, stderr = proc.communicate()
-            log.write("".join(f"[gpu {device}] {line}\n" for line in stderr.splitlines()))
+        for (device, stats, proc), relay in zip(procs, relays):
+            proc.wait()
+            relay.join()
+            stderr = "\n".join(logged[device])
             if proc.returncode != 0:
                 lines = [line for line in stderr.splitlines() if line.startswith("error: ")] or \
                         [f"error: worker on GPU {device}: -: exited with status {proc.returncode} — see the log above"]

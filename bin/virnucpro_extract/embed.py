@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .models import config_hash, load_esm_model, load_tokenizer, resolve_model_dir
-from .util import ESM_DIM, InputError, read_proteins, save_pt, write_json
+from .util import ESM_DIM, InputError, count_fasta_records, read_proteins, save_pt, write_json
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 CPU_TOKEN_BUDGET = 8192
@@ -297,7 +297,7 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     print(f"embed: model {model} ({precision}, {device}, {budget} tokens/batch, "
           f"{'compiled' if compile_model else 'eager'}) loaded in {load_seconds:.1f}s", file=log, flush=True)
 
-    stats, progress = [], Progress(len(chunks), log)
+    stats, progress = [], Progress([fasta for _, fasta in chunks], log)
 
     def write(chunk: EncodedChunk, pending: PendingEmbedding, t0: float):
         save_pt({"proteins": chunk.ids, "data": pending.result()}, Path(outdir) / f"{chunk.key}_ESM.pt")
@@ -332,20 +332,23 @@ def overlap_writes(chunks, embed, write, thread_name: str) -> None:
 
 
 class Progress:
-    """One line per finished chunk with totals, rate and ETA: readable in .command.log (no carriage returns)."""
+    """One line per finished chunk: chunks and items done of the task's total, rate and ETA, readable in
+    .command.log (no carriage returns). Totals are counted from the chunk files' headers up front."""
 
-    def __init__(self, total_chunks: int, log, step: str = "embed", unit: str = "proteins"):
-        self.total, self.log, self.done, self.proteins, self.started = total_chunks, log, 0, 0, time.perf_counter()
+    def __init__(self, fastas: list, log, step: str = "embed", unit: str = "proteins"):
+        self.total_chunks, self.total = len(fastas), sum(count_fasta_records(f) for f in fastas)
+        self.log, self.done, self.items, self.started = log, 0, 0, time.perf_counter()
         self.step, self.unit = step, unit
 
     def chunk_done(self, chunk, seconds: float):
         self.done += 1
-        self.proteins += len(chunk.ids)
+        self.items += len(chunk.ids)
         elapsed = time.perf_counter() - self.started
-        rate = self.proteins / max(elapsed, 1e-9)
-        eta = elapsed / self.done * (self.total - self.done)
-        bar = "#" * round(20 * self.done / self.total)
-        truncated = f"{chunk.truncated} truncated, " if getattr(chunk, "truncated", None) is not None else ""
-        print(f"{self.step}: [{bar:<20}] {self.done}/{self.total} chunks | {chunk.key}: {len(chunk.ids)} {self.unit}, "
-              f"{truncated}{seconds:.1f}s | total {self.proteins} {self.unit}, {rate:.0f}/s, "
-              f"ETA {eta:.0f}s", file=self.log, flush=True)
+        rate = self.items / max(elapsed, 1e-9)
+        eta = (self.total - self.items) / max(rate, 1e-9)
+        share = self.items / max(self.total, 1)
+        bar = "#" * round(20 * share)
+        truncated = f", {chunk.truncated} truncated" if getattr(chunk, "truncated", None) is not None else ""
+        print(f"{self.step}: [{bar:<20}] {self.done}/{self.total_chunks} chunks, {self.items:,}/{self.total:,} "
+              f"{self.unit} ({100 * share:.0f}%) | {chunk.key}: {len(chunk.ids):,} {self.unit}{truncated}, "
+              f"{seconds:.1f}s | {rate:,.0f} {self.unit}/s, ETA {eta:.0f}s", file=self.log, flush=True)

@@ -194,7 +194,7 @@ def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DN
     print(f"embed-dna: model {model} ({precision}, {device}, {budget} tokens/batch) loaded in {load_seconds:.1f}s",
           file=log, flush=True)
 
-    stats, progress = [], Progress(len(chunks), log, step="embed-dna", unit="reads")
+    stats, progress = [], Progress([fasta for _, fasta in chunks], log, step="embed-dna", unit="reads")
 
     def write(chunk: EncodedReads, rows, t0: float):
         save_pt(dnabert_object(chunk.ids, rows), Path(outdir) / f"{chunk.key}_DNABERT_S.pt")

@@ -185,6 +185,19 @@ def read_sequences(path, check, what: str = "protein") -> tuple[list[str], list[
     return ids, seqs
 
 
+def count_fasta_records(path) -> int:
+    """Headers in a FASTA file, counted without parsing it (progress totals; the reader checks the file)."""
+    count, previous = 0, b"\n"
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                count += block.count(b"\n>") + (previous == b"\n" and block[:1] == b">")
+                previous = block[-1:]
+    except OSError:
+        return 0  # the reader reports the missing file properly
+    return count
+
+
 def read_proteins(path) -> tuple[list[str], list[str]]:
     """Read and check a protein FASTA: (ids, sequences) in file order, ids unique."""
     return read_sequences(path, check_protein, "protein")

@@ -108,3 +108,32 @@ def test_each_retry_halves_the_token_budget(tmp_path, demo_data, tiny_model):
                          "--attempt", 3, "--outdir", tmp_path, "--stats", tmp_path / "s.json")
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "s.json").read_text())["token_budget"] == 1024
+
+
+def test_small_tasks_run_eager_and_large_ones_compile():
+    """Each process pays torch.compile again; a task too small to win it back runs eager, and says why."""
+    import torch
+
+    from virnucpro_extract.embed import compile_decision
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert compile_decision(None, cuda, 20_000_000, 15_000_000) == (True, "compiled: 20,000,000 tokens in this task")
+    compiled, why = compile_decision(True, cuda, 8_120_255, 15_000_000)
+    assert not compiled and why.startswith("eager: 8,120,255 tokens in this task < --compile_min_tokens 15,000,000")
+    assert compile_decision(True, cuda, 1, 0)[0] is True  # 0: always compile
+    assert compile_decision(False, cuda, 10**9, 0) == (False, "eager: --compile false")
+    assert compile_decision(True, cpu, 10**9, 0) == (False, "eager on CPU")
+
+
+def test_embed_stats_record_the_compile_decision_and_the_task_size(tmp_path, demo_data, tiny_model):
+    from virnucpro_extract.util import count_fasta
+
+    chunk = chunk_args(demo_data)[0]
+    result = cli_process("embed", chunk, "--esm_model", tiny_model, "--use_gpu", "false", "--outdir", tmp_path,
+                         "--stats", tmp_path / "s.json")
+    assert result.exit_code == 0, result.stderr
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["compiled"] is False and stats["compile_decision"] == "eager on CPU"
+    assert "eager on CPU" in result.stderr
+    records, letters = count_fasta(chunk.split("=", 1)[1])
+    assert records == stats["chunks"][0]["proteins"] and letters == stats["chunks"][0]["residues"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .models import config_hash, load_esm_model, load_tokenizer, resolve_model_dir
-from .util import ESM_DIM, InputError, count_fasta_records, read_proteins, save_pt, write_json
+from .util import ESM_DIM, InputError, count_fasta, read_proteins, save_pt, write_json
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 CPU_TOKEN_BUDGET = 8192
@@ -267,12 +267,13 @@ def prefetch(encoder: ProteinEncoder, chunks: list[tuple[str, str]], depth: int 
 
 def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str | None, use_gpu: bool,
               toks_per_batch: int | None, max_length: int, trust_remote_code: bool = False,
-              compile_model: bool | None = None, attempt: int = 1, log=None) -> dict:
+              compile_model: bool | None = None, attempt: int = 1, log=None, compile_min_tokens: int = 0) -> dict:
     """Embed every (key, fasta) chunk into `<outdir>/<key>_ESM.pt`; return per-chunk statistics.
 
     Reading the next chunk, the GPU work on this one and writing the previous one overlap; at most
     two chunks wait for the writer, so host memory stays bounded whatever the number of chunks.
-    `compile_model` defaults to on for CUDA, off on CPU.
+    `compile_model` defaults to on for CUDA, off on CPU; a task of fewer than `compile_min_tokens`
+    tokens runs eager (see `compile_decision`).
     """
     import torch
     from transformers.utils import logging as hf_logging
@@ -291,11 +292,13 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     budget = toks_per_batch or default_token_budget(device, esm.config.hidden_size, esm.config.intermediate_size,
                                                     torch.finfo(dtype).bits // 8)
     budget = retry_budget(budget, attempt)
-    compile_model = device.type == "cuda" if compile_model is None else compile_model
+    counts = [count_fasta(fasta) for _, fasta in chunks]
+    task_tokens = sum(letters + 2 * records for records, letters in counts)
+    compile_model, why = compile_decision(compile_model, device, task_tokens, compile_min_tokens)
     embedder = EsmEmbedder(esm, encoder, device, budget, compile_model)
     load_seconds = time.perf_counter() - started
-    print(f"embed: model {model} ({precision}, {device}, {budget} tokens/batch, "
-          f"{'compiled' if compile_model else 'eager'}) loaded in {load_seconds:.1f}s", file=log, flush=True)
+    print(f"embed: model {model} ({precision}, {device}, {budget} tokens/batch, {why}) loaded in "
+          f"{load_seconds:.1f}s", file=log, flush=True)
 
     stats, progress = [], Progress([fasta for _, fasta in chunks], log)
 
@@ -310,7 +313,8 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
                    "esm-writer")
     return {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "token_budget": budget, "compiled": compile_model, "load_seconds": round(load_seconds, 3),
+            "token_budget": budget, "compiled": compile_model, "compile_decision": why,
+            "load_seconds": round(load_seconds, 3),
             "total_seconds": round(time.perf_counter() - started, 3), "chunks": stats}
 
 
@@ -331,12 +335,30 @@ def overlap_writes(chunks, embed, write, thread_name: str) -> None:
             future.result()
 
 
+def compile_decision(requested: bool | None, device, task_tokens: int, min_tokens: int) -> tuple[bool, str]:
+    """Whether this task compiles the model, and why (logged, and kept in the task's statistics).
+
+    Every new process pays torch.compile again, even with a warm on-disk cache: about 41 s for the ESM-2
+    650M architecture on an H100 (82 s cold), while compiled batches save about 2.8 µs a token (347k
+    against 175k tokens/s). Below roughly 15 M tokens a task is done sooner eager
+    (benchmarks/results/fresh_task_h100.md), so smaller tasks skip it.
+    """
+    if device.type != "cuda":
+        return False, "eager on CPU"
+    if requested is False:
+        return False, "eager: --compile false"
+    if task_tokens < min_tokens:
+        return False, (f"eager: {task_tokens:,} tokens in this task < --compile_min_tokens {min_tokens:,}, "
+                       "compiling would cost more than it saves")
+    return True, f"compiled: {task_tokens:,} tokens in this task"
+
+
 class Progress:
     """One line per finished chunk: chunks and items done of the task's total, rate and ETA, readable in
     .command.log (no carriage returns). Totals are counted from the chunk files' headers up front."""
 
     def __init__(self, fastas: list, log, step: str = "embed", unit: str = "proteins"):
-        self.total_chunks, self.total = len(fastas), sum(count_fasta_records(f) for f in fastas)
+        self.total_chunks, self.total = len(fastas), sum(count_fasta(f)[0] for f in fastas)
         self.log, self.done, self.items, self.started = log, 0, 0, time.perf_counter()
         self.step, self.unit = step, unit
 

@@ -420,7 +420,7 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
             rows.append({"key": chunk.key, **asdict(chunk), **counts})
     if errors:
         raise InputErrors(errors)
-    per_task = int(params.get("chunks_per_task") or 8)
+    per_task = int(params.get("chunks_per_task") or 128)
     for index, row in enumerate(sorted(rows, key=lambda r: r["key"])):
         row["task_group"] = index // per_task
     write_manifest(outdir / "chunks.csv", rows)

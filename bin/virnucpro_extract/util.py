@@ -185,17 +185,20 @@ def read_sequences(path, check, what: str = "protein") -> tuple[list[str], list[
     return ids, seqs
 
 
-def count_fasta_records(path) -> int:
-    """Headers in a FASTA file, counted without parsing it (progress totals; the reader checks the file)."""
-    count, previous = 0, b"\n"
+def count_fasta(path) -> tuple[int, int]:
+    """(records, sequence characters) of a FASTA file, counted without checking it: progress totals and the
+    compile decision need them before the reader (which reports what is wrong) gets to the file."""
+    records = letters = 0
     try:
         with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                count += block.count(b"\n>") + (previous == b"\n" and block[:1] == b">")
-                previous = block[-1:]
+            for line in handle:
+                if line.startswith(b">"):
+                    records += 1
+                else:
+                    letters += len(line.strip())
     except OSError:
-        return 0  # the reader reports the missing file properly
-    return count
+        pass  # the reader reports the missing file properly
+    return records, letters
 
 
 def read_proteins(path) -> tuple[list[str], list[str]]:

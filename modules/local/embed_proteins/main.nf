@@ -28,6 +28,7 @@ process EMBED_PROTEINS {
         --max_length ${params.max_length} \\
         --trust_remote_code ${params.trust_remote_code} \\
         --compile ${params.compile} \\
+        --compile_min_tokens ${params.compile_min_tokens} \\
         --gpus ${params.use_gpu ? params.gpus : 1} \\
         ${precision} ${budget} \\
         --attempt ${task.attempt} \\

@@ -18,7 +18,7 @@ import torch
 from conftest import (DNABERT_DIM, MERGED_DIM, cli, demo_chunks, expect_errors, nextflow, nextflow_output,
                       read_fasta_records, write_fasta, write_samplesheet)
 from test_pipeline import files_under, process_name, trace_rows
-from virnucpro_extract.testdata import make_demo_data, make_test_dna_model
+from virnucpro_extract.testdata import make_demo_data, make_test_dna_model, make_test_remote_dna_model
 
 BASES = "ACGT"
 
@@ -123,6 +123,47 @@ def test_embed_dna_rejects_bad_reads_and_wrong_width(tmp_path, tiny_dna_model, t
     result = cli("embed-dna", write_fasta(tmp_path / "ok.fa", [("r1", "ACGT")]), "--outdir", tmp_path,
                  "--dnabert_model", tiny_model, "--use_gpu", "false")
     expect_errors(result, (tiny_model, "hidden_size", r"model hidden size is 1280, the features need 768"))
+
+
+@pytest.fixture(scope="session")
+def remote_dna_model(session_dir) -> Path:
+    """A trust_remote_code DNA encoder with DNABERT-2's loading hazards (see testdata.REMOTE_DNA_MODEL_CODE)."""
+    return make_test_remote_dna_model(session_dir / "remote_dna", seed=0)
+
+
+def remote_reference_rows(model_dir: Path, reads: list[str]) -> torch.Tensor:
+    """One read at a time through the model's own classes, built directly (not by the code under test),
+    flash-attention stand-in off: the mean of the last hidden state over every token, as VirNucPro did."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    model_class = get_class_from_dynamic_module("modeling_alibi_dna.AlibiDnaModel", model_dir)
+    model = model_class(AutoConfig.from_pretrained(model_dir, trust_remote_code=True)).eval()
+    model.load_state_dict(load_file(model_dir / "model.safetensors"))
+    sys.modules[model_class.__module__].flash_attn_qkvpacked_func = None
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    with torch.inference_mode():
+        return torch.stack([model(tokenizer(r, return_tensors="pt")["input_ids"])[0][0].mean(0) for r in reads])
+
+
+def test_remote_code_model_with_dnabert2_hazards_embeds_like_one_read_at_a_time(tmp_path, remote_dna_model):
+    """transformers 5 builds models on the meta device (DNABERT-2's ALiBi table then fails), the Triton
+    stand-in raises if called, and half precision needs autocast: the worker handles all three."""
+    reads = random_reads(9, seed=11, min_len=20, max_len=90)
+    fasta = write_fasta(tmp_path / "reads.fa", reads)
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        result = cli("embed-dna", f"g/{precision}={fasta}", "--dnabert_model", remote_dna_model, "--use_gpu", "false",
+                     "--precision", precision, "--toks_per_batch", 256, "--outdir", tmp_path / "out")
+        assert result.exit_code == 0, result.stderr
+        saved = torch.load(tmp_path / "out" / "g" / f"{precision}_DNABERT_S.pt", weights_only=True)
+        assert saved["nucleotide"] == [i for i, _ in reads]
+        outputs[precision] = torch.tensor([d["mean_representation"] for d in saved["data"]])
+    reference = remote_reference_rows(remote_dna_model, [s for _, s in reads])
+    torch.testing.assert_close(outputs["fp32"], reference, rtol=1e-5, atol=2e-5)
+    cosine = torch.nn.functional.cosine_similarity(outputs["bf16"], reference, dim=1)
+    assert cosine.min() > 0.999, cosine.min()
 
 
 def test_force_torch_attention_switches_off_flash_attention():

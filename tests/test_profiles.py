@@ -288,13 +288,13 @@ def test_container_check_catches_drift(tmp_path):
                           .replace('RUN if [ -n "$PREFETCH_MODEL" ]; then', "RUN if true; then")
                           + "WORKDIR relative/dir\n")  # hadolint DL3000: WORKDIR must be absolute
     definition.write_text(definition.read_text()
-                          .replace("    pip check\n", "    pip check\n    pip install einops torch==2.9.0\n")
+                          .replace("    pip check\n", "    pip check\n    pip install scipy torch==2.9.0\n")
                           .replace("From: nvidia/cuda:", "From: nvidia/cuda:12.4.1-runtime-ubuntu22.04 # "))
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "check_containers.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert run.returncode == 1
     for expected in ("downloads model weights unconditionally", "torch==2.9.0 but requirements.txt pins torch==",
-                     "pip installs einops", "build both from the same image", "hadolint: ", "DL3000"):
+                     "pip installs scipy", "build both from the same image", "hadolint: ", "DL3000"):
         assert expected in run.stderr, run.stderr
 
 

@@ -7,12 +7,16 @@ budget, padded, and the padding is masked both in attention (`attention_mask`) a
 a batch gives the same vectors as one read at a time. Written atomically as
 `<group>/<id>_DNABERT_S.pt` in VirNucPro's format, reads in FASTA order.
 
-DNABERT-S ships its own model code (DNABERT-2's `bert_layers.py`), whose Triton flash-attention
-kernel does not run on current Triton; after loading, the code module's `flash_attn_qkvpacked_func`
-is set to None, which selects that code's own PyTorch attention path (same maths, ALiBi bias included).
+DNABERT-S ships its own model code (DNABERT-2's `bert_layers.py`, written for transformers 4.28), which
+needs three things to run here: built on a real device rather than transformers 5's meta device (its
+ALiBi table is computed in `__init__` and is not a buffer); its Triton flash-attention kernel, which
+does not run on current Triton, switched off by setting the code module's `flash_attn_qkvpacked_func`
+to None (its own PyTorch attention path then runs: same maths, ALiBi bias included); and half-precision
+forwards under autocast, since that path adds a float32 bias to the scores.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,6 +71,7 @@ class DnaEmbedder:
     def __init__(self, model, pad_id: int, device, token_budget: int):
         self.model, self.pad_id, self.device, self.token_budget = model, pad_id, device, token_budget
         self.hidden_size = model.config.hidden_size
+        self.dtype = next(model.parameters()).dtype
 
     def embed(self, tokens: list[np.ndarray], fasta: str = "-", ids: list[str] | None = None):
         """float32 [N, hidden] on the host, row i for tokens[i]."""
@@ -116,7 +121,10 @@ class DnaEmbedder:
         """[batch, length] -> mean of the last hidden state over the unpadded tokens, [batch, hidden] float32."""
         import torch
 
-        hidden = self.model(input_ids, attention_mask=attention_mask)[0]
+        # autocast: DNABERT-2's PyTorch attention adds a float32 ALiBi/mask bias, which would promote the
+        # scores to float32 and then fail against half-precision values
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            hidden = self.model(input_ids, attention_mask=attention_mask)[0]
         weights = attention_mask.float()
         summed = torch.einsum("bl,blh->bh", weights, hidden.float())
         return summed / weights.sum(1, keepdim=True)
@@ -141,13 +149,42 @@ def force_torch_attention(model) -> list[str]:
     return patched
 
 
+@contextlib.contextmanager
+def built_off_the_meta_device():
+    """Within the block, transformers builds models on the CPU instead of the meta device.
+
+    transformers 5 constructs every model under `torch.device("meta")` and then loads the weights;
+    DNABERT-2's code computes its ALiBi table in `__init__` (a plain attribute, not a buffer), which
+    fails there ("Tensor on device meta is not on the expected device cpu") and would never be
+    filled in. Building on the CPU costs one random initialisation of a 117M-parameter model.
+    """
+    import torch
+    from transformers import PreTrainedModel
+
+    original = PreTrainedModel.get_init_context.__func__
+
+    def get_init_context(cls, *args, **kwargs):
+        return [context for context in original(cls, *args, **kwargs) if not isinstance(context, torch.device)]
+
+    PreTrainedModel.get_init_context = classmethod(get_init_context)
+    try:
+        yield
+    finally:
+        PreTrainedModel.get_init_context = classmethod(original)
+
+
 def load_dnabert_model(model_dir: Path, dtype, device):
     """DNABERT-S (or any BERT-like encoder) from a directory, its own code allowed, PyTorch attention forced."""
     from transformers import AutoModel, AutoTokenizer
 
     try:
-        model = AutoModel.from_pretrained(model_dir, trust_remote_code=True)
+        with built_off_the_meta_device():
+            model = AutoModel.from_pretrained(model_dir, trust_remote_code=True)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    except ImportError as exc:  # the model's own code imports a package we do not have
+        raise InputError(model_dir, "-", f"the model's own code needs a missing package ({str(exc).splitlines()[0][:200]})",
+                         "install it in the pipeline's environment (the container image has einops, which "
+                         "DNABERT-S needs)")
     except (OSError, ValueError) as exc:
         raise InputError(model_dir, "-", f"cannot load the DNABERT-S model or tokenizer ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200]})",

@@ -102,6 +102,130 @@ def make_test_dna_model(outdir, layers: int = 1, seed: int = 0) -> Path:
     return outdir
 
 
+# A remote-code ("trust_remote_code") DNA encoder with the three traits of DNABERT-2's own code that matter
+# to the loader: an ALiBi table computed in __init__ as a plain attribute (fails on transformers 5's meta
+# device), a module-level `flash_attn_qkvpacked_func` kernel that must be switched off, and a float32
+# attention bias added to the scores (fails in half precision without autocast). Written for these tests.
+REMOTE_DNA_CONFIG_CODE = '''
+from transformers import PretrainedConfig
+
+
+class AlibiDnaConfig(PretrainedConfig):
+    model_type = "alibi_dna_test"
+
+    def __init__(self, vocab_size=31, hidden_size=768, num_hidden_layers=1, num_attention_heads=12,
+                 intermediate_size=512, alibi_starting_size=64, initializer_range=0.02, pad_token_id=0, **kwargs):
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        self.vocab_size, self.hidden_size, self.num_hidden_layers = vocab_size, hidden_size, num_hidden_layers
+        self.num_attention_heads, self.intermediate_size = num_attention_heads, intermediate_size
+        self.alibi_starting_size, self.initializer_range = alibi_starting_size, initializer_range
+'''
+
+REMOTE_DNA_MODEL_CODE = '''
+import math
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .configuration_alibi_dna import AlibiDnaConfig
+
+
+def _kernel_that_must_not_run(*args, **kwargs):
+    raise RuntimeError("the flash-attention stand-in ran: the loader did not switch it off")
+
+
+flash_attn_qkvpacked_func = _kernel_that_must_not_run
+
+
+def alibi_table(heads, size, device=None):
+    slopes = torch.Tensor([2 ** (-8 * (h + 1) / heads) for h in range(heads)]).to(device)
+    position = torch.arange(size, device=device)
+    distance = (position[None, :] - position[:, None]).abs()
+    return (slopes[:, None, None] * -distance).unsqueeze(0)  # [1, heads, size, size]
+
+
+class AlibiLayer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        hidden, self.heads = config.hidden_size, config.num_attention_heads
+        self.qkv, self.out = nn.Linear(hidden, 3 * hidden), nn.Linear(hidden, hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, config.intermediate_size), nn.GELU(),
+                                 nn.Linear(config.intermediate_size, hidden))
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+
+    def forward(self, hidden, bias):
+        batch, length, width = hidden.shape
+        qkv = self.qkv(hidden).view(batch, length, 3, self.heads, width // self.heads)
+        if flash_attn_qkvpacked_func is not None:
+            context = flash_attn_qkvpacked_func(qkv, bias)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(width // self.heads) + bias
+            context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, width)
+        hidden = self.norm1(hidden + self.out(context))
+        return self.norm2(hidden + self.ffn(hidden))
+
+
+class AlibiDnaModel(PreTrainedModel):
+    config_class = AlibiDnaConfig
+    base_model_prefix = "alibi_dna"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.layers = nn.ModuleList(AlibiLayer(config) for _ in range(config.num_hidden_layers))
+        self.alibi = alibi_table(config.num_attention_heads, config.alibi_starting_size)  # not a buffer
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        hidden = self.embeddings(input_ids)
+        length = input_ids.shape[1]
+        if self.alibi.shape[-1] < length:
+            self.alibi = alibi_table(self.config.num_attention_heads, length, hidden.device)
+        bias = self.alibi[:, :, :length, :length].to(hidden.device)
+        if attention_mask is not None:
+            bias = bias + (1.0 - attention_mask[:, None, None, :].float()) * -10000.0
+        for layer in self.layers:
+            hidden = layer(hidden, bias)
+        return (hidden,)
+'''
+
+
+def make_test_remote_dna_model(outdir, seed: int = 0) -> Path:
+    """Save a random-weight remote-code DNA encoder (hidden 768) with DNABERT-2's loading hazards, plus
+    `make_test_dna_model`'s tokenizer, to `outdir`; it loads only with `trust_remote_code`."""
+    import shutil
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    write_text(outdir / "configuration_alibi_dna.py", REMOTE_DNA_CONFIG_CODE.lstrip())
+    write_text(outdir / "modeling_alibi_dna.py", REMOTE_DNA_MODEL_CODE.lstrip())
+    with tempfile.TemporaryDirectory() as tmp:
+        make_test_dna_model(tmp, layers=1, seed=seed)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (Path(tmp) / name).exists():
+                shutil.copy(Path(tmp) / name, outdir / name)
+    config = {"model_type": "alibi_dna_test", "architectures": ["AlibiDnaModel"], "vocab_size": len(DNA_VOCAB),
+              "hidden_size": DNABERT_DIM, "num_hidden_layers": 2, "num_attention_heads": 12, "intermediate_size": 512,
+              "alibi_starting_size": 64, "pad_token_id": 0,
+              "auto_map": {"AutoConfig": "configuration_alibi_dna.AlibiDnaConfig",
+                           "AutoModel": "modeling_alibi_dna.AlibiDnaModel"}}
+    write_text(outdir / "config.json", json.dumps(config, indent=1))
+    torch.manual_seed(seed)
+    model_class = get_class_from_dynamic_module("modeling_alibi_dna.AlibiDnaModel", outdir)
+    model = model_class(AutoConfig.from_pretrained(outdir, trust_remote_code=True))  # a plain build: real device
+    _randomise_layer_norms(model)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(outdir / "model.safetensors"))
+    return outdir
+
+
 def _randomise_layer_norms(model) -> None:
     """Random LayerNorm weights, so a test would notice a LayerNorm loaded from the wrong key."""
     import torch

@@ -44,17 +44,21 @@ def test_fast_esm_layout_holds_the_same_weights_as_the_plain_layout(fast_model, 
     assert not different, f"weights differ between layouts of the same seed: {different}"
 
 
-def test_fast_esm_layout_embeds_like_the_plain_layout(tmp_path, fast_model, tiny_model, demo_data):
-    chunk = demo_chunks(demo_data)[0]
-    outputs = {}
-    for name, model in (("fast", fast_model), ("plain", tiny_model)):
-        result = cli("embed", f"g/{name}={chunk['fasta']}", "--outdir", tmp_path, "--esm_model", model,
+def assert_embeds_like(model, plain_model, chunk, tmp_path):
+    """The same chunk embedded with `model` and `plain_model` (fp32, CPU): same ids, same rows (1e-5)."""
+    outputs = []
+    for name, directory in (("model", model), ("plain", plain_model)):
+        result = cli("embed", f"g/{name}={chunk['fasta']}", "--outdir", tmp_path, "--esm_model", directory,
                      "--use_gpu", "false", "--precision", "fp32", "--toks_per_batch", 1024)
         assert result.exit_code == 0, result.stderr
-        outputs[name] = torch.load(tmp_path / "g" / f"{name}_ESM.pt", weights_only=True)
-    assert outputs["fast"]["proteins"] == outputs["plain"]["proteins"]
-    assert torch.allclose(outputs["fast"]["data"], outputs["plain"]["data"], atol=1e-5, rtol=0), \
-        (outputs["fast"]["data"] - outputs["plain"]["data"]).abs().max()
+        outputs.append(torch.load(tmp_path / "g" / f"{name}_ESM.pt", weights_only=True))
+    ours, plain = outputs
+    assert ours["proteins"] == plain["proteins"]
+    assert torch.allclose(ours["data"], plain["data"], atol=1e-5, rtol=0), (ours["data"] - plain["data"]).abs().max()
+
+
+def test_fast_esm_layout_embeds_like_the_plain_layout(tmp_path, fast_model, tiny_model, demo_data):
+    assert_embeds_like(fast_model, tiny_model, demo_chunks(demo_data)[0], tmp_path)
 
 
 def test_fast_esm_config_without_the_keys_save_pretrained_leaves_out(tmp_path, fast_model, tiny_model, demo_data):
@@ -69,12 +73,4 @@ def test_fast_esm_config_without_the_keys_save_pretrained_leaves_out(tmp_path, f
     for key in ("token_dropout", "position_embedding_type", "vocab_size", "pad_token_id", "mask_token_id"):
         del config[key]
     (sparse / "config.json").write_text(json.dumps(config))
-    chunk = demo_chunks(demo_data)[0]
-    outputs = {}
-    for name, model in (("sparse", sparse), ("plain", tiny_model)):
-        result = cli("embed", f"g/{name}={chunk['fasta']}", "--outdir", tmp_path, "--esm_model", model,
-                     "--use_gpu", "false", "--precision", "fp32", "--toks_per_batch", 1024)
-        assert result.exit_code == 0, result.stderr
-        outputs[name] = torch.load(tmp_path / "g" / f"{name}_ESM.pt", weights_only=True)
-    assert torch.allclose(outputs["sparse"]["data"], outputs["plain"]["data"], atol=1e-5, rtol=0), \
-        (outputs["sparse"]["data"] - outputs["plain"]["data"]).abs().max()
+    assert_embeds_like(sparse, tiny_model, demo_chunks(demo_data)[0], tmp_path)

@@ -166,6 +166,21 @@ def test_remote_code_model_with_dnabert2_hazards_embeds_like_one_read_at_a_time(
     assert cosine.min() > 0.999, cosine.min()
 
 
+def test_remote_code_checkpoint_missing_a_weight_is_an_error_line(tmp_path, remote_dna_model):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(remote_dna_model, broken)
+    state = load_file(broken / "model.safetensors")
+    del state["layers.0.qkv.weight"]
+    save_file(state, str(broken / "model.safetensors"))
+    fasta = write_fasta(tmp_path / "reads.fa", random_reads(2, seed=3))
+    result = cli("embed-dna", f"g/c={fasta}", "--dnabert_model", broken, "--use_gpu", "false", "--outdir", tmp_path)
+    expect_errors(result, (broken, "weights", r"^checkpoint lacks 1 weight\(s\) of AlibiDnaModel, e\.g\. layers\.0\.qkv\.weight$"))
+
+
 def test_force_torch_attention_switches_off_flash_attention():
     """DNABERT-2-style code takes its PyTorch path when its module global `flash_attn_qkvpacked_func` is None."""
     from virnucpro_extract.embed_dna import force_torch_attention

@@ -8,15 +8,15 @@ a batch gives the same vectors as one read at a time. Written atomically as
 `<group>/<id>_DNABERT_S.pt` in VirNucPro's format, reads in FASTA order.
 
 DNABERT-S ships its own model code (DNABERT-2's `bert_layers.py`, written for transformers 4.28), which
-needs three things to run here: built on a real device rather than transformers 5's meta device (its
-ALiBi table is computed in `__init__` and is not a buffer); its Triton flash-attention kernel, which
+needs three things to run here: built and loaded by us rather than by transformers 5's `from_pretrained`
+(which builds on the meta device and leaves non-persistent buffers to `_init_weights`; see
+`build_remote_model`); its Triton flash-attention kernel, which
 does not run on current Triton, switched off by setting the code module's `flash_attn_qkvpacked_func`
 to None (its own PyTorch attention path then runs: same maths, ALiBi bias included); and half-precision
 forwards under autocast, since that path adds a float32 bias to the scores.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ import numpy as np
 
 from .embed import (Progress, choose_device, choose_dtype, default_token_budget, overlap_writes, plan_batches,
                     prefetch, retry_budget, split_on_out_of_memory)
-from .models import config_hash, resolve_model_dir
+from .models import config_hash, read_state_dict, resolve_model_dir
 from .util import DNABERT_DIM, InputError, read_nucleotides, save_pt
 
 DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
@@ -149,37 +149,43 @@ def force_torch_attention(model) -> list[str]:
     return patched
 
 
-@contextlib.contextmanager
-def built_off_the_meta_device():
-    """Within the block, transformers builds models on the CPU instead of the meta device.
+def build_remote_model(model_dir: Path, config):
+    """The checkpoint's own encoder class (auto_map AutoModel), built by us and loaded by us.
 
-    transformers 5 constructs every model under `torch.device("meta")` and then loads the weights;
-    DNABERT-2's code computes its ALiBi table in `__init__` (a plain attribute, not a buffer), which
-    fails there ("Tensor on device meta is not on the expected device cpu") and would never be
-    filled in. Building on the CPU costs one random initialisation of a 117M-parameter model.
+    transformers 5's `from_pretrained` builds on the meta device and then refills non-persistent
+    buffers with uninitialised memory, trusting the class's `_init_weights` to set them again.
+    DNABERT-2's code (written for transformers 4.28) computes its ALiBi table in `__init__` (fails on
+    meta) and keeps `token_type_ids` as a non-persistent buffer its `_init_weights` never resets. A
+    plain build keeps what `__init__` made; the weights then load over it, strictly for parameters.
     """
-    import torch
-    from transformers import PreTrainedModel
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    original = PreTrainedModel.get_init_context.__func__
-
-    def get_init_context(cls, *args, **kwargs):
-        return [context for context in original(cls, *args, **kwargs) if not isinstance(context, torch.device)]
-
-    PreTrainedModel.get_init_context = classmethod(get_init_context)
-    try:
-        yield
-    finally:
-        PreTrainedModel.get_init_context = classmethod(original)
+    model_class = get_class_from_dynamic_module(config.auto_map["AutoModel"], model_dir)
+    model = model_class(config)
+    state = read_state_dict(model_dir)
+    own = set(model.state_dict())
+    prefix = f"{model_class.base_model_prefix}."
+    if not own & set(state):  # saved from a model with a head: names carry the base model's prefix
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    # the pooler (a head over [CLS]) is often not saved and plays no part in the hidden states we average
+    missing = sorted(n for n in {name for name, _ in model.named_parameters()} - set(state) if not n.startswith("pooler."))
+    if missing:
+        raise InputError(model_dir, "weights", f"checkpoint lacks {len(missing)} weight(s) of {model_class.__name__}, "
+                         f"e.g. {missing[0]}", "give the directory of DNABERT-S as published (zhihan1996/DNABERT-S)")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return model
 
 
 def load_dnabert_model(model_dir: Path, dtype, device):
     """DNABERT-S (or any BERT-like encoder) from a directory, its own code allowed, PyTorch attention forced."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     try:
-        with built_off_the_meta_device():
-            model = AutoModel.from_pretrained(model_dir, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+        if "AutoModel" in (getattr(config, "auto_map", None) or {}):
+            model = build_remote_model(model_dir, config)
+        else:
+            model = AutoModel.from_pretrained(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
     except ImportError as exc:  # the model's own code imports a package we do not have
         raise InputError(model_dir, "-", f"the model's own code needs a missing package ({str(exc).splitlines()[0][:200]})",

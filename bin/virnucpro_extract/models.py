@@ -115,7 +115,7 @@ def _fast_esm_as_esm_model(model_dir: Path, config: dict, attn: str):
     merged = {**FAST_ESM_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
     esm_config = EsmConfig(**{k: merged[k] for k in ESM_CONFIG_KEYS if k in merged})
     model = EsmModel._from_config(esm_config, attn_implementation=attn, add_pooling_layer=False)
-    state = _read_state_dict(model_dir)
+    state = read_state_dict(model_dir)
     state = {k[len("esm."):] if k.startswith("esm.") else k: v for k, v in state.items()}
     expected = set(model.state_dict())
     state = {k: v for k, v in state.items() if k in expected}
@@ -127,7 +127,8 @@ def _fast_esm_as_esm_model(model_dir: Path, config: dict, attn: str):
     return model
 
 
-def _read_state_dict(model_dir: Path) -> dict:
+def read_state_dict(model_dir: Path) -> dict:
+    """Every tensor of a checkpoint directory's *.safetensors (or pytorch_model*.bin) files, by name."""
     import torch
 
     safetensors_files = sorted(model_dir.glob("*.safetensors"))

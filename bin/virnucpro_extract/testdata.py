@@ -102,10 +102,11 @@ def make_test_dna_model(outdir, layers: int = 1, seed: int = 0) -> Path:
     return outdir
 
 
-# A remote-code ("trust_remote_code") DNA encoder with the three traits of DNABERT-2's own code that matter
-# to the loader: an ALiBi table computed in __init__ as a plain attribute (fails on transformers 5's meta
-# device), a module-level `flash_attn_qkvpacked_func` kernel that must be switched off, and a float32
-# attention bias added to the scores (fails in half precision without autocast). Written for these tests.
+# A remote-code ("trust_remote_code") DNA encoder with the traits of DNABERT-2's own code that matter to the
+# loader: an ALiBi table computed in __init__ as a plain attribute (fails on transformers 5's meta device),
+# a non-persistent buffer that its _init_weights never resets (transformers 5 refills those with
+# uninitialised memory), a module-level `flash_attn_qkvpacked_func` kernel that must be switched off, and a
+# float32 attention bias added to the scores (fails in half precision without autocast). Written for tests.
 REMOTE_DNA_CONFIG_CODE = '''
 from transformers import PretrainedConfig
 
@@ -176,10 +177,11 @@ class AlibiDnaModel(PreTrainedModel):
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.layers = nn.ModuleList(AlibiLayer(config) for _ in range(config.num_hidden_layers))
         self.alibi = alibi_table(config.num_attention_heads, config.alibi_starting_size)  # not a buffer
+        self.register_buffer("embedding_scale", torch.full((config.hidden_size,), 0.5), persistent=False)
         self.post_init()
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
-        hidden = self.embeddings(input_ids)
+        hidden = self.embeddings(input_ids) * self.embedding_scale
         length = input_ids.shape[1]
         if self.alibi.shape[-1] < length:
             self.alibi = alibi_table(self.config.num_attention_heads, length, hidden.device)

@@ -70,6 +70,7 @@ def test_report_shows_the_run_the_data_the_pictures_and_every_check(tmp_path, cl
         assert needed in text, needed
     assert re.search(r"run wall time \(≈\)\s+\d", text), "wall time from the stats files' times"
     assert re.search(r"DNABERT-S\s+given as files \(none computed in this run\)", text)
+    assert re.search(r"compile decision\s+eager on CPU", text)  # why the model was (not) compiled
 
     # The data: chunks and proteins per group and label.
     for group, label, chunks, proteins in (("bacteria", "host", 1, 20), ("vertebrate_mammalian", "host", 1, 20),

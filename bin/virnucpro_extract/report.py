@@ -535,6 +535,9 @@ def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: l
     for config_hash, precision, device, compiled, budget in configs:
         model_rows += [["config.json hash", config_hash], ["precision", precision], ["card", device],
                        ["torch.compile", "on" if compiled else "off"], ["tokens per batch", budget or "-"]]
+    decisions = sorted({s["compile_decision"] for s in embed_stats if s.get("chunks") and s.get("compile_decision")})
+    model_rows += [["compile decision" if len(decisions) == 1 else f"compile decision ({len(decisions)} kinds)",
+                    Raw("<br>".join(_e(d) for d in decisions))]] if decisions else []
     model_rows += dna_rows(list(dna_stats), preflight, params)
     timing_rows = [["run wall time (≈)", _duration(wall)],
                    ["EMBED_PROTEINS tasks", len(tasks)],

@@ -166,6 +166,22 @@ def test_remote_code_model_with_dnabert2_hazards_embeds_like_one_read_at_a_time(
     assert cosine.min() > 0.999, cosine.min()
 
 
+def test_model_code_needing_a_missing_package_is_a_preflight_error(tmp_path, remote_dna_model, fasta_only_data,
+                                                                    tiny_model):
+    """DNABERT-S's code imports einops; a package its code needs and the environment lacks is named in
+    PREFLIGHT, before the GPU task would fail on it."""
+    import shutil
+
+    model = tmp_path / "needs_package"
+    shutil.copytree(remote_dna_model, model)
+    code = model / "modeling_alibi_dna.py"
+    code.write_text("import a_package_nobody_installed\n" + code.read_text())
+    result = cli("preflight", "--data_dir", fasta_only_data, "--esm_model", tiny_model, "--dnabert_model", model,
+                 "--outdir", tmp_path / "out")
+    expect_errors(result, (code, "import", r"^the model's own code needs a_package_nobody_installed, not installed$"))
+    assert not (tmp_path / "out" / "chunks.csv").exists()
+
+
 def test_remote_code_checkpoint_missing_a_weight_is_an_error_line(tmp_path, remote_dna_model):
     import shutil
 

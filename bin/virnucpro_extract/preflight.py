@@ -300,11 +300,42 @@ def check_model(model: str, source: str = "--esm_model", hidden_size: int = ESM_
         return [InputError(config_path, f"line {getattr(exc, 'lineno', '-')}",
                            f"not valid JSON ({getattr(exc, 'msg', type(exc).__name__)})",
                            "restore the model's config.json (save_pretrained writes it)")]
+    missing_packages = model_code_errors(config_path.parent, config)
+    if missing_packages:
+        return missing_packages
     hidden = config.get("hidden_size")
     if hidden != hidden_size:
         return [InputError(config_path, "hidden_size", f"model hidden size is {hidden}, the features need {hidden_size}",
                            fix)]
     return []
+
+
+def model_code_errors(model_dir: Path, config: dict) -> list[InputError]:
+    """A model's own code (config `auto_map`, e.g. DNABERT-S's bert_layers.py) importing packages that are
+    not installed: found here rather than when the GPU task loads it. Files not present locally are left
+    to the download."""
+    import importlib.util
+
+    from transformers.dynamic_module_utils import get_imports
+
+    references = [r for value in (config.get("auto_map") or {}).values()
+                  for r in (value if isinstance(value, list) else [value]) if isinstance(r, str)]
+    pending = sorted({r.split("--")[-1].split(".")[0] for r in references})
+    seen, errors = set(), []
+    while pending:
+        module = pending.pop()
+        code = model_dir / f"{module}.py"
+        if module in seen or not code.is_file():
+            continue
+        seen.add(module)
+        missing = sorted(name for name in get_imports(code) if importlib.util.find_spec(name) is None)
+        if missing:
+            errors.append(InputError(code, "import", f"the model's own code needs {', '.join(missing)}, not installed",
+                                     f"pip install {' '.join(missing)} in the pipeline's environment (the "
+                                     "container image has what DNABERT-S needs)"))
+        text = code.read_text(errors="replace")
+        pending += re.findall(r"^\s*from\s+\.(\w+)\s+import", text, re.M)
+    return errors
 
 
 # ----------------------------------------------------------------------------------------------

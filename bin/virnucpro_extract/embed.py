@@ -300,7 +300,7 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     print(f"embed: model {model} ({precision}, {device}, {budget} tokens/batch, {why}) loaded in "
           f"{load_seconds:.1f}s", file=log, flush=True)
 
-    stats, progress = [], Progress([fasta for _, fasta in chunks], log)
+    stats, progress = [], Progress([records for records, _ in counts], log)
 
     def write(chunk: EncodedChunk, pending: PendingEmbedding, t0: float):
         save_pt({"proteins": chunk.ids, "data": pending.result()}, Path(outdir) / f"{chunk.key}_ESM.pt")
@@ -355,10 +355,10 @@ def compile_decision(requested: bool | None, device, task_tokens: int, min_token
 
 class Progress:
     """One line per finished chunk: chunks and items done of the task's total, rate and ETA, readable in
-    .command.log (no carriage returns). Totals are counted from the chunk files' headers up front."""
+    .command.log (no carriage returns). `records` holds each chunk file's record count (`count_fasta`)."""
 
-    def __init__(self, fastas: list, log, step: str = "embed", unit: str = "proteins"):
-        self.total_chunks, self.total = len(fastas), sum(count_fasta(f)[0] for f in fastas)
+    def __init__(self, records: list[int], log, step: str = "embed", unit: str = "proteins"):
+        self.total_chunks, self.total = len(records), sum(records)
         self.log, self.done, self.items, self.started = log, 0, 0, time.perf_counter()
         self.step, self.unit = step, unit
 

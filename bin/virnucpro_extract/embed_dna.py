@@ -27,7 +27,7 @@ import numpy as np
 from .embed import (Progress, choose_device, choose_dtype, default_token_budget, overlap_writes, plan_batches,
                     prefetch, retry_budget, split_on_out_of_memory)
 from .models import config_hash, read_state_dict, resolve_model_dir
-from .util import DNABERT_DIM, InputError, read_nucleotides, save_pt
+from .util import DNABERT_DIM, InputError, count_fasta, read_nucleotides, save_pt
 
 DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
 
@@ -237,7 +237,8 @@ def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DN
     print(f"embed-dna: model {model} ({precision}, {device}, {budget} tokens/batch) loaded in {load_seconds:.1f}s",
           file=log, flush=True)
 
-    stats, progress = [], Progress([fasta for _, fasta in chunks], log, step="embed-dna", unit="reads")
+    stats, progress = [], Progress([count_fasta(fasta)[0] for _, fasta in chunks], log, step="embed-dna",
+                                   unit="reads")
 
     def write(chunk: EncodedReads, rows, t0: float):
         save_pt(dnabert_object(chunk.ids, rows), Path(outdir) / f"{chunk.key}_DNABERT_S.pt")

@@ -121,6 +121,27 @@ def split_on_out_of_memory(batch: list[int], run, too_big) -> None:
         split_on_out_of_memory(batch[len(batch) // 2:], run, too_big)
 
 
+def pool_batch(batch: list[int], tokens: list, order: list, pooled: list, collate, forward_for, too_big) -> None:
+    """Pool the items `batch` of `tokens`, split on CUDA out-of-memory; append each part's pooled rows to
+    `pooled` and its item indices to `order`. `forward_for(part_size)` is the pooling function to run."""
+
+    def run(part):
+        pooled.append(forward_for(len(part))(*collate([tokens[i] for i in part])))
+        order.extend(part)
+
+    split_on_out_of_memory(batch, run, too_big)
+
+
+def to_device(device, *arrays: np.ndarray):
+    """Host arrays as tensors on `device`: pinned and copied without blocking on CUDA."""
+    import torch
+
+    tensors = [torch.from_numpy(a) for a in arrays]
+    if device.type == "cuda":
+        tensors = [t.pin_memory() for t in tensors]
+    return tuple(t.to(device, non_blocking=True) for t in tensors)
+
+
 class PendingEmbedding:
     """Embeddings of one chunk on their way to the host: `result()` waits for the copy to finish.
 
@@ -181,23 +202,18 @@ class EsmEmbedder:
     def _embed_batch(self, batch, tokens, order, pooled, fasta, ids):
         """Run one batch (split on CUDA out-of-memory); append its pooled rows and their indices."""
 
-        def run(part):
-            input_ids, residue_mask = self.collate([tokens[i] for i in part])
-            forward = self._compiled if self._compiled is not None and len(part) > 1 else self.pool
-            pooled.append(forward(input_ids, residue_mask))
-            order.extend(part)
+        def forward_for(size):
+            return self._compiled if self._compiled is not None and size > 1 else self.pool
 
         def too_big(index):
             return InputError(fasta, f"record {ids[index] if ids else index}", f"protein of {len(tokens[index])} "
                               "residues does not fit in GPU memory even alone", "lower --max_length (longer proteins "
                               "are truncated) or free the GPU; --toks_per_batch only bounds batches")
 
-        split_on_out_of_memory(batch, run, too_big)
+        pool_batch(batch, tokens, order, pooled, self.collate, forward_for, too_big)
 
     def collate(self, rows: list[np.ndarray]):
         """Pad to `[batch, max_len + 2]` token ids with BOS/EOS, plus the residue mask `[batch, max_len + 2]`."""
-        import torch
-
         width = max(len(r) for r in rows) + 2
         input_ids = np.full((len(rows), width), self.encoder.pad_id, dtype=np.int64)
         input_ids[:, 0] = self.encoder.cls_id
@@ -206,11 +222,7 @@ class EsmEmbedder:
             input_ids[r, 1: len(row) + 1] = row
             input_ids[r, len(row) + 1] = self.encoder.eos_id
             residue_mask[r, 1: len(row) + 1] = True
-        pin = self.device.type == "cuda"
-        input_ids, residue_mask = torch.from_numpy(input_ids), torch.from_numpy(residue_mask)
-        if pin:
-            input_ids, residue_mask = input_ids.pin_memory(), residue_mask.pin_memory()
-        return input_ids.to(self.device, non_blocking=True), residue_mask.to(self.device, non_blocking=True)
+        return to_device(self.device, input_ids, residue_mask)
 
     def pool(self, input_ids, residue_mask):
         """input_ids, residue_mask [batch, length] -> mean of `last_hidden_state` over residues, [batch, hidden] float32."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .embed import (Progress, choose_device, choose_dtype, default_token_budget, overlap_writes, plan_batches,
-                    prefetch, retry_budget, split_on_out_of_memory)
+                    pool_batch, prefetch, retry_budget, to_device)
 from .models import config_hash, read_state_dict, resolve_model_dir
 from .util import DNABERT_DIM, InputError, count_fasta, read_nucleotides, save_pt
 
@@ -90,32 +90,22 @@ class DnaEmbedder:
     def _embed_batch(self, batch, tokens, order, pooled, fasta, ids):
         """Run one batch (split on CUDA out-of-memory); append its pooled rows and their indices."""
 
-        def run(part):
-            input_ids, attention_mask = self.collate([tokens[i] for i in part])
-            pooled.append(self.pool(input_ids, attention_mask))
-            order.extend(part)
-
         def too_big(index):
             return InputError(fasta, f"record {ids[index] if ids else index}", f"read of {len(tokens[index])} tokens "
                               "does not fit in GPU memory even alone", "split long reads (VirNucPro uses 300/500 bp) "
                               "or free the GPU; --toks_per_batch only bounds batches")
 
-        split_on_out_of_memory(batch, run, too_big)
+        pool_batch(batch, tokens, order, pooled, self.collate, lambda _size: self.pool, too_big)
 
     def collate(self, rows: list[np.ndarray]):
         """Pad to `[batch, max_len]` token ids, plus the attention mask (1 on the read's tokens, 0 on padding)."""
-        import torch
-
         width = max(len(r) for r in rows)
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)
         for r, row in enumerate(rows):
             input_ids[r, : len(row)] = row
             attention_mask[r, : len(row)] = 1
-        input_ids, attention_mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
-        if self.device.type == "cuda":
-            input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
-        return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
+        return to_device(self.device, input_ids, attention_mask)
 
     def pool(self, input_ids, attention_mask):
         """[batch, length] -> mean of the last hidden state over the unpadded tokens, [batch, hidden] float32."""

@@ -1,6 +1,7 @@
 """What the benchmark scripts share: the device, the CPU smoke mode, and one way to time a run."""
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -20,3 +21,46 @@ def timed(fn):
     result = fn()
     torch.cuda.synchronize()
     return result, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
+
+
+def dnabert2_model_dir(code_dir: Path, out_dir: Path, seed: int = 0, layers: int | None = None) -> Path:
+    """A DNABERT-S-shaped model directory with random weights: DNABERT-2's own code (`code_dir`: its
+    bert_layers.py, bert_padding.py, configuration_bert.py, flash_attn_triton.py and config.json, e.g. from
+    MAGICS-LAB/DNABERT_S evaluate/model_codes/, not shipped here) and a byte-level BPE tokenizer of 4,096 tokens
+    trained on random DNA (DNABERT-2's tokenizer is BPE of that size: a 300-bp read becomes ~60-90 tokens).
+
+    The worker's loader then builds and loads it as it would DNABERT-S (remote code, PyTorch attention path).
+    """
+    import json
+    import random
+    import shutil
+
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in code_dir.iterdir():
+        shutil.copy(file, out_dir / file.name)
+    config_path = out_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    if layers:
+        config["num_hidden_layers"] = layers
+    config_path.write_text(json.dumps(config, indent=1))
+    specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    rng = random.Random(seed)
+    corpus = ("".join(rng.choices("ACGT", k=300)) for _ in range(20000))
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=config["vocab_size"], special_tokens=specials))
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", bpe.token_to_id("[CLS]")), ("[SEP]", bpe.token_to_id("[SEP]"))])
+    PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]", model_max_length=512).save_pretrained(out_dir)
+    config_obj = __import__("transformers").AutoConfig.from_pretrained(out_dir, trust_remote_code=True)
+    model_class = get_class_from_dynamic_module(config_obj.auto_map["AutoModel"], out_dir)
+    torch.manual_seed(seed)
+    model = model_class(config_obj)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    return out_dir

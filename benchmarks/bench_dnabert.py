@@ -18,7 +18,13 @@ Methods:
 Each reports reads/s, tokens/s, peak GPU memory, and the minimum cosine / maximum absolute difference to method 1
 (fp32, one at a time) on a sample of reads.
 
+With `--model_code DIR` the model is instead DNABERT-2's own code (DIR: its bert_layers.py and siblings with
+config.json, e.g. MAGICS-LAB/DNABERT_S evaluate/model_codes/), random weights, loaded by the worker's own loader
+(`load_dnabert_model`: remote code built by us, Triton kernel off, PyTorch attention with unpadding), and the
+reads are 300-bp random DNA through a 4,096-token BPE tokenizer (bench_common.dnabert2_model_dir): what users run.
+
 Usage (on the GPU machine): python benchmarks/bench_dnabert.py --out benchmarks/results/dnabert_h100.json
+    python benchmarks/bench_dnabert.py --model_code DIR --out benchmarks/results/dnabert2_code_h200.json
 Plumbing check on CPU (tiny config, few reads): BENCH_SMOKE=1 python benchmarks/bench_dnabert.py --out /tmp/x.json
 """
 from __future__ import annotations
@@ -35,9 +41,9 @@ from transformers import BertConfig, BertModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
 from virnucpro_extract.embed import default_token_budget  # noqa: E402
-from virnucpro_extract.embed_dna import DnaEmbedder  # noqa: E402
+from virnucpro_extract.embed_dna import DnaEmbedder, ReadEncoder, load_dnabert_model  # noqa: E402
 
-from bench_common import DEVICE, SMOKE, timed  # noqa: E402
+from bench_common import DEVICE, SMOKE, dnabert2_model_dir, timed  # noqa: E402
 
 VOCAB, PAD, CLS, SEP = 4096, 0, 2, 3
 READS, ONE_AT_A_TIME_READS, REFERENCE_SAMPLE = (300, 40, 24) if SMOKE else (20000, 2000, 512)
@@ -90,7 +96,10 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--variants", default="bf16_auto,bf16_65536,fp32_auto",
                         help="worker runs, PRECISION_BUDGET (budget a number of tokens or 'auto')")
+    parser.add_argument("--model_code", type=Path, help="DNABERT-2's own model code: run that, as the worker does")
     args = parser.parse_args()
+    if args.model_code:
+        return main_model_code(args)
 
     reads = random_reads(READS, seed=7)
     sample = sorted(random.Random(1).sample(range(READS), REFERENCE_SAMPLE))
@@ -126,6 +135,52 @@ def main():
             budget = default_token_budget(DEVICE, 768, model.config.intermediate_size, torch.finfo(dtype).bits // 8)
         embedder = DnaEmbedder(model, PAD, DEVICE, int(budget))
         embedder.embed(reads)  # warm-up: a whole pass (a short one left the first variant measured below its speed)
+        embeddings, seconds, peak = timed(lambda: embedder.embed(reads))
+        name = f"2_worker_{precision}_{budget}"
+        record(name, reads, embeddings, seconds, peak, reference, sample, results)
+        results[name]["x_vs_one_at_a_time"] = round(results[name]["reads_per_s"]
+                                                    / results["1_one_at_a_time_fp32"]["reads_per_s"], 2)
+        del model, embedder
+        if not SMOKE:
+            torch.cuda.empty_cache()
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+    Path(args.out).write_text(json.dumps(doc, indent=1))
+    print(json.dumps(doc, indent=1))
+
+
+def main_model_code(args):
+    """The same comparison on DNABERT-2's own code, loaded as the worker loads DNABERT-S."""
+    import tempfile
+
+    model_dir = dnabert2_model_dir(args.model_code, Path(tempfile.mkdtemp()) / "dnabert2", layers=1 if SMOKE else None)
+    rng = random.Random(7)
+    sequences = ["".join(rng.choices("ACGT", k=300)) for _ in range(READS)]
+    doc = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "transformers": __import__("transformers").__version__,
+           "model": "DNABERT-2's own code (bert_layers.py, PyTorch attention path), random weights, loaded by "
+                    "load_dnabert_model" + (" [SMOKE: 1 layer]" if SMOKE else ""),
+           "reads": READS, "results": {}}
+    fp32, tokenizer = load_dnabert_model(model_dir, torch.float32, DEVICE)
+    encoder = ReadEncoder(tokenizer)
+    reads = encoder.encode(sequences)
+    doc["tokens"] = sum(len(r) for r in reads)
+    doc["tokens_per_read"] = [min(len(r) for r in reads), max(len(r) for r in reads)]
+    sample = sorted(random.Random(1).sample(range(READS), REFERENCE_SAMPLE))
+    print(f"{READS} reads, {doc['tokens']:,} tokens ({doc['tokens_per_read']} per read), {doc['gpu']}", flush=True)
+    reference = one_at_a_time(fp32, [reads[i] for i in sample])
+    results = doc["results"]
+    one_at_a_time(fp32, reads[:20])
+    embeddings, seconds, peak = timed(lambda: one_at_a_time(fp32, reads[:ONE_AT_A_TIME_READS]))
+    record("1_one_at_a_time_fp32", reads[:ONE_AT_A_TIME_READS], embeddings, seconds, peak, reference, sample, results)
+    del fp32
+    for variant in args.variants.split(","):
+        precision, budget = variant.split("_")
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        model, _ = load_dnabert_model(model_dir, dtype, DEVICE)
+        if budget == "auto":
+            budget = default_token_budget(DEVICE, 768, model.config.intermediate_size, torch.finfo(dtype).bits // 8)
+        embedder = DnaEmbedder(model, encoder.pad_id, DEVICE, int(budget))
+        embedder.embed(reads)
         embeddings, seconds, peak = timed(lambda: embedder.embed(reads))
         name = f"2_worker_{precision}_{budget}"
         record(name, reads, embeddings, seconds, peak, reference, sample, results)

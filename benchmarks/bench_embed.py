@@ -257,7 +257,7 @@ def whole_worker(args, state, encoder, doc, tmp: Path) -> dict:
 
     class RssLog:
         def write(self, text):
-            if "chunks |" in text:
+            if " chunks, " in text:
                 rss_after_chunk.append(round(current_rss_gib(), 2))
             sys.stderr.write(text)
 

@@ -111,17 +111,20 @@ def parse_chunk(value: str) -> tuple[str, str]:
               help="Use the checkpoint's own model classes instead of transformers' EsmModel.")
 @click.option("--compile", "compile_model", type=bool, default=True, show_default=True,
               help="torch.compile the model on GPU (ignored on CPU); compiled kernels are cached in TORCHINDUCTOR_CACHE_DIR.")
-@click.option("--compile_min_tokens", type=click.IntRange(min=0), default=15_000_000, show_default=True,
+@click.option("--compile_min_tokens", type=click.IntRange(min=0), default=4_000_000, show_default=True,
               help="Compile only a task (or, with --gpus, a worker's share) of at least this many tokens: "
                    "every process pays the compile again, which smaller tasks do not win back.")
 @click.option("--gpus", type=click.IntRange(min=0), default=1, show_default=True,
               help="Worker processes, one per visible GPU (CUDA_VISIBLE_DEVICES); 0: every visible GPU.")
+@click.option("--fast_forward", type=bool, default=True, show_default=True,
+              help="Our packed ESM-2 forward (same weights and maths as transformers' EsmModel, no padding); "
+                   "false: transformers' EsmModel.")
 @click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
               help="Nextflow's task.attempt: each retry halves the token budget.")
 @click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
 @reports_input_errors
 def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length, trust_remote_code, compile_model,
-          compile_min_tokens, gpus, attempt, stats):
+          compile_min_tokens, gpus, fast_forward, attempt, stats):
     """Embed protein FASTA chunks (GROUP/ID=FASTA or FASTA) with an ESM-2-family model."""
     import os
 
@@ -138,14 +141,14 @@ def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_len
     if len(devices) > 1:
         worker_args = ["--outdir", outdir, "--esm_model", esm_model, "--use_gpu", str(use_gpu), "--max_length",
                        str(max_length), "--trust_remote_code", str(trust_remote_code), "--compile", str(compile_model),
-                       "--compile_min_tokens", str(compile_min_tokens),
+                       "--compile_min_tokens", str(compile_min_tokens), "--fast_forward", str(fast_forward),
                        *(["--precision", precision] if precision else []),
                        *(["--toks_per_batch", str(toks_per_batch)] if toks_per_batch else []), "--attempt", str(attempt)]
         summary = run_workers(parsed, devices, worker_args)
     else:
         summary = run_embed(parsed, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length,
                             trust_remote_code, compile_model and use_gpu, attempt,
-                            compile_min_tokens=compile_min_tokens)
+                            compile_min_tokens=compile_min_tokens, fast_forward=fast_forward)
     if stats:
         write_json(stats, summary)
 

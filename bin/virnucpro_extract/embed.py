@@ -82,6 +82,42 @@ def plan_batches(lengths: list[int], token_budget: int, extra: int = 2) -> list[
     return batches
 
 
+def plan_packed_batches(lengths: list[int], token_budget: int, extra: int = 2,
+                        min_uniform_share: float = 0.25) -> list[list[int]]:
+    """Batches for the packed forward: whole batches of one exact length first, the rest packed by length.
+
+    A batch of one length runs attention with no mask at all; the leftovers of each length (and lengths too rare
+    to fill a quarter of the budget) are packed end to end in length order, with no padding, until the budget's
+    `sum(length + extra)` is reached. VirNucPro's proteins of 300-bp reads (99-100 residues) thus run almost
+    entirely in uniform batches, and 40-166-residue sets in packed ones.
+    """
+    by_length: dict[int, list[int]] = {}
+    for index in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        by_length.setdefault(lengths[index], []).append(index)
+    batches, leftovers = [], []
+    for length, indices in by_length.items():
+        width = length + extra
+        rows = max(1, token_budget // width)
+        while len(indices) >= rows:
+            batches.append(indices[:rows])
+            indices = indices[rows:]
+        if indices and len(indices) * width >= min_uniform_share * token_budget:
+            batches.append(indices)
+        else:
+            leftovers.extend(indices)
+    current, used = [], 0
+    for index in leftovers:
+        width = lengths[index] + extra
+        if current and used + width > token_budget:
+            batches.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += width
+    if current:
+        batches.append(current)
+    return batches
+
+
 def retry_budget(budget: int, attempt: int) -> int:
     """Half the token budget for each retry of a task (Nextflow's task.attempt), never below 64 tokens."""
     return max(64, budget >> (attempt - 1))
@@ -162,18 +198,27 @@ class PendingEmbedding:
 class EsmEmbedder:
     """Embeds tokenised proteins: mean of the last hidden state over residue positions only.
 
-    Batches are length-sorted under a token budget; pooling runs on the device in float32; with
-    `compile_model` the forward and pooling are compiled once with dynamic shapes (every batch
-    shape reuses the same graph; the compile cache persists across tasks via
-    TORCHINDUCTOR_CACHE_DIR).
+    Two forwards. The fast one (`EsmInferenceEncoder`, the default) takes packed batches: exact-length
+    buckets without a mask, the rest packed end to end (`plan_packed_batches`); with `compile_model` one
+    layer is compiled and reused by all. transformers' `EsmModel` (`--fast_forward false`, or models the
+    fast forward does not cover) takes padded length-sorted batches; with `compile_model` its forward
+    and pooling are compiled once with dynamic shapes. Pooling runs on the device in float32 either way;
+    the compile cache persists across tasks via TORCHINDUCTOR_CACHE_DIR.
     """
 
     def __init__(self, model, encoder: ProteinEncoder, device, token_budget: int, compile_model: bool = False):
         import torch
 
+        from .esm_forward import EsmInferenceEncoder
+
         self.model, self.encoder, self.device, self.token_budget = model, encoder, device, token_budget
         self.hidden_size = model.config.hidden_size
-        self._compiled = torch.compile(self.pool, dynamic=True) if compile_model else None
+        self.packed = isinstance(model, EsmInferenceEncoder)
+        self._compiled = None
+        if compile_model and self.packed:
+            model.compile_layers()
+        elif compile_model:
+            self._compiled = torch.compile(self.pool, dynamic=True)
 
     def embed(self, tokens: list[np.ndarray], fasta: str = "-", ids: list[str] | None = None):
         """float32 [N, hidden] on the host, row i for tokens[i]."""
@@ -184,8 +229,9 @@ class EsmEmbedder:
         import torch
 
         order, pooled = [], []
+        plan = plan_packed_batches if self.packed else plan_batches
         with torch.inference_mode():
-            for batch in plan_batches([len(t) for t in tokens], self.token_budget):
+            for batch in plan([len(t) for t in tokens], self.token_budget):
                 self._embed_batch(batch, tokens, order, pooled, fasta, ids)
             if not pooled:
                 return PendingEmbedding(torch.empty((0, self.hidden_size)), None)
@@ -203,6 +249,8 @@ class EsmEmbedder:
         """Run one batch (split on CUDA out-of-memory); append its pooled rows and their indices."""
 
         def forward_for(size):
+            if self.packed:
+                return self.model.pooled_residue_means
             return self._compiled if self._compiled is not None and size > 1 else self.pool
 
         def too_big(index):
@@ -210,7 +258,14 @@ class EsmEmbedder:
                               "residues does not fit in GPU memory even alone", "lower --max_length (longer proteins "
                               "are truncated) or free the GPU; --toks_per_batch only bounds batches")
 
-        pool_batch(batch, tokens, order, pooled, self.collate, forward_for, too_big)
+        collate = self.pack if self.packed else self.collate
+        pool_batch(batch, tokens, order, pooled, collate, forward_for, too_big)
+
+    def pack(self, rows: list[np.ndarray]):
+        """The rows as one PackedBatch on the device (BOS/EOS added, no padding), for the fast forward."""
+        from .esm_forward import pack_proteins
+
+        return (pack_proteins(rows, self.encoder.cls_id, self.encoder.eos_id, self.device),)
 
     def collate(self, rows: list[np.ndarray]):
         """Pad to `[batch, max_len + 2]` token ids with BOS/EOS, plus the residue mask `[batch, max_len + 2]`."""
@@ -249,6 +304,18 @@ def choose_device(use_gpu: bool):
     return torch.device("cpu")
 
 
+def gelu_epilogue(device, dtype) -> bool:
+    """Whether FC1 applies GELU in cuBLASLt's epilogue (tanh form) instead of a separate erf-GELU pass.
+
+    On by default for half-precision CUDA runs: on an H200 it took the compiled fast forward from 360k to 388k
+    tokens/s (99-100 residues) with the same minimum cosine to the fp32 erf model (0.999966; 0.999963 on 40-166
+    residues; benchmarks/results/forward_h200.json). Off in fp32, where a user asks for the exact function.
+    """
+    import torch
+
+    return device.type == "cuda" and dtype != torch.float32
+
+
 def choose_dtype(precision: str | None, device):
     import torch
 
@@ -279,7 +346,8 @@ def prefetch(encoder: ProteinEncoder, chunks: list[tuple[str, str]], depth: int 
 
 def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str | None, use_gpu: bool,
               toks_per_batch: int | None, max_length: int, trust_remote_code: bool = False,
-              compile_model: bool | None = None, attempt: int = 1, log=None, compile_min_tokens: int = 0) -> dict:
+              compile_model: bool | None = None, attempt: int = 1, log=None, compile_min_tokens: int = 0,
+              fast_forward: bool = True) -> dict:
     """Embed every (key, fasta) chunk into `<outdir>/<key>_ESM.pt`; return per-chunk statistics.
 
     Reading the next chunk, the GPU work on this one and writing the previous one overlap; at most
@@ -296,7 +364,7 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     device = choose_device(use_gpu)
     dtype, precision = choose_dtype(precision, device)
     model_dir = resolve_model_dir(model)
-    esm = load_esm_model(model_dir, dtype, device, trust_remote_code)
+    esm = load_esm_model(model_dir, dtype, device, trust_remote_code, fast_forward, gelu_epilogue(device, dtype))
     if esm.config.hidden_size != ESM_DIM:
         raise InputError(model_dir, "hidden_size", f"model hidden size is {esm.config.hidden_size}, "
                          f"the features need {ESM_DIM}", "use a FastESM2_650 / ESM-2 650M model")
@@ -309,7 +377,8 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     compile_model, why = compile_decision(compile_model, device, task_tokens, compile_min_tokens)
     embedder = EsmEmbedder(esm, encoder, device, budget, compile_model)
     load_seconds = time.perf_counter() - started
-    print(f"embed: model {model} ({precision}, {device}, {budget} tokens/batch, {why}) loaded in "
+    forward = "fast forward" if embedder.packed else "transformers EsmModel"
+    print(f"embed: model {model} ({forward}, {precision}, {device}, {budget} tokens/batch, {why}) loaded in "
           f"{load_seconds:.1f}s", file=log, flush=True)
 
     stats, progress = [], Progress([records for records, _ in counts], log)
@@ -326,6 +395,7 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     return {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "token_budget": budget, "compiled": compile_model, "compile_decision": why,
+            "forward": "fast" if embedder.packed else "EsmModel",
             "load_seconds": round(load_seconds, 3),
             "total_seconds": round(time.perf_counter() - started, 3), "chunks": stats}
 
@@ -350,10 +420,11 @@ def overlap_writes(chunks, embed, write, thread_name: str) -> None:
 def compile_decision(requested: bool | None, device, task_tokens: int, min_tokens: int) -> tuple[bool, str]:
     """Whether this task compiles the model, and why (logged, and kept in the task's statistics).
 
-    Every new process pays torch.compile again, even with a warm on-disk cache: about 41 s for the ESM-2
-    650M architecture on an H100 (82 s cold), while compiled batches save about 2.8 µs a token (347k
-    against 175k tokens/s). Below roughly 15 M tokens a task is done sooner eager
-    (benchmarks/results/fresh_task_h100.md), so smaller tasks skip it.
+    Every new process pays the compile again. With the fast forward (one layer compiled for all) that is
+    about 9 s with a warm on-disk cache and 35 s cold on an H200, while compiled batches save about 2.4 µs a
+    token (416k against 210k tokens/s eager): a task breaks even near 4 M tokens warm (15 M cold;
+    benchmarks/results/fresh_task_h200.json), so smaller tasks skip it. (transformers' EsmModel compiled
+    whole costs about 41 s warm, 105 s cold.)
     """
     if device.type != "cuda":
         return False, "eager on CPU"

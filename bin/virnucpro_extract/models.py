@@ -89,11 +89,15 @@ def config_hash(model_dir: Path) -> str:
     return hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest()[:12]
 
 
-def load_esm_model(model_dir: Path, dtype, device, trust_remote_code: bool = False):
-    """Return an eval-mode encoder whose forward gives `last_hidden_state` [batch, length, hidden].
+def load_esm_model(model_dir: Path, dtype, device, trust_remote_code: bool = False, fast_forward: bool = False,
+                   gelu_epilogue: bool = False):
+    """Return an eval-mode encoder: transformers' model, whose forward gives `last_hidden_state`
+    [batch, length, hidden], or with `fast_forward` our `EsmInferenceEncoder` over the same weights.
 
     Plain ESM-2 checkpoints go through `AutoModel`; FastESM2 checkpoints (`model_type` `fast_esm`) are
-    mapped onto `EsmModel` unless `trust_remote_code` asks for their own classes.
+    mapped onto `EsmModel` unless `trust_remote_code` asks for their own classes. The fast forward is built
+    before the cast, so its rotary frequencies keep the checkpoint's float32 values; models it does not cover
+    (remote code, absolute positions) stay transformers' own.
     """
     import torch
     from transformers import AutoModel
@@ -105,6 +109,11 @@ def load_esm_model(model_dir: Path, dtype, device, trust_remote_code: bool = Fal
     else:
         model = AutoModel.from_pretrained(model_dir, trust_remote_code=trust_remote_code, attn_implementation=attn,
                                           **({"add_pooling_layer": False} if not trust_remote_code else {}))
+    if fast_forward:
+        from .esm_forward import EsmInferenceEncoder, esm_model_supported
+
+        if esm_model_supported(model) is None:
+            model = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 

@@ -29,6 +29,7 @@ process EMBED_PROTEINS {
         --trust_remote_code ${params.trust_remote_code} \\
         --compile ${params.compile} \\
         --compile_min_tokens ${params.compile_min_tokens} \\
+        --fast_forward ${params.fast_forward} \\
         --gpus ${params.use_gpu ? params.gpus : 1} \\
         ${precision} ${budget} \\
         --attempt ${task.attempt} \\

@@ -1,0 +1,180 @@
+"""Steady-state embedding throughput of the fast ESM-2 forward against the references, same process, same card.
+
+ESM-2 650M architecture (EsmConfig as in shared/performance.md), random weights: the compute is the real model's.
+Two sets of 20,000 proteins: 99-100 residues (300-bp reads) and 40-166 (500-bp reads). Methods:
+  3. the plain length-sorted bf16 batcher (65,536 tokens, transformers' EsmModel, pooled on the GPU);
+  4. the previous worker: transformers' EsmModel under torch.compile (whole model, dynamic shapes), 131,072 tokens;
+  5. the worker's fast forward (bin/virnucpro_extract/esm_forward.py: packed tokens, exact-length batches
+     without a mask, varlen flash attention for the rest, fused QKV), eager and with one layer compiled for all
+     (regional compilation), with erf-GELU and with cuBLASLt's tanh-GELU epilogue, and at other budgets.
+Each row: tokens/s, proteins/s, peak GPU memory, warm-up seconds (compile included, in this process), and the
+minimum cosine / maximum absolute difference to an fp32 EsmModel computation of 512 sampled proteins. Ratios
+(`x_vs_3`, `x_vs_4`) are against the references measured here. A kernel profile of the chosen variant follows.
+
+Usage (GPU machine): python benchmarks/bench_forward.py --out benchmarks/results/forward_h200.json
+Plumbing on CPU: BENCH_SMOKE=1 python benchmarks/bench_forward.py --out /tmp/forward.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import EsmModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
+from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, plan_packed_batches  # noqa: E402
+from virnucpro_extract.esm_forward import EsmInferenceEncoder  # noqa: E402
+from virnucpro_extract.models import load_tokenizer  # noqa: E402
+
+from bench_common import DEVICE, SMOKE, timed  # noqa: E402
+from bench_embed import LENGTH_SETS, REFERENCE_SAMPLE, esm2_650m_config, faithfulness, plain_batcher  # noqa: E402
+from bench_embed import random_proteins  # noqa: E402
+
+# name -> (forward, token budget, compiled, gelu epilogue, min_uniform_share, inductor options)
+VARIANTS = {
+    "4_esmmodel_compiled_131072": ("esmmodel", 131072, True, False, None, None),
+    "5_fast_eager_131072": ("fast", 131072, False, False, 0.25, None),
+    "5_fast_compiled_131072": ("fast", 131072, True, False, 0.25, None),
+    "5_fast_compiled_tanh_epilogue_131072": ("fast", 131072, True, True, 0.25, None),
+    "5_fast_compiled_tanh_epilogue_cdt_131072": ("fast", 131072, True, True, 0.25, {"coordinate_descent_tuning": True}),
+    "5_fast_compiled_varlen_only_131072": ("fast", 131072, True, False, float("inf"), None),
+    "5_fast_compiled_262144": ("fast", 262144, True, False, 0.25, None),
+}
+if SMOKE:
+    VARIANTS = {k: (f, 4096, False, e, s, o) for k, (f, _, _, e, s, o) in VARIANTS.items()}
+
+
+class FixedShareEmbedder(EsmEmbedder):
+    """The worker's embedder with another uniform-batch threshold (to measure varlen-only batches)."""
+
+    def __init__(self, *args, min_uniform_share=0.25, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.min_uniform_share = min_uniform_share
+
+    def embed_async(self, tokens, fasta="-", ids=None):
+        import virnucpro_extract.embed as embed_module
+
+        original = embed_module.plan_packed_batches
+        embed_module.plan_packed_batches = lambda lengths, budget: original(lengths, budget,
+                                                                            min_uniform_share=self.min_uniform_share)
+        try:
+            return super().embed_async(tokens, fasta, ids)
+        finally:
+            embed_module.plan_packed_batches = original
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--sets", default=",".join(LENGTH_SETS))
+    parser.add_argument("--profile", default="5_fast_compiled_131072")
+    args = parser.parse_args()
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "inductor-cache-forward"))
+    doc = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "transformers": __import__("transformers").__version__,
+           "model": "ESM-2 650M architecture, random weights", "sets": {}}
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        fp32 = EsmModel(esm2_650m_config(), add_pooling_layer=False).eval()
+    fp32.config._attn_implementation = "sdpa"
+    state = {k: v.clone() for k, v in fp32.state_dict().items()}
+    encoder = ProteinEncoder(load_tokenizer(Path(tempfile.mkdtemp())), 1022)
+
+    def hf_model(dtype):
+        with torch.device(DEVICE):
+            model = EsmModel(esm2_650m_config(), add_pooling_layer=False).eval()
+        model.config._attn_implementation = "sdpa"
+        model.load_state_dict(state)
+        return model.to(dtype).requires_grad_(False)
+
+    dtype = torch.float32 if SMOKE else torch.bfloat16
+
+    def fast_model(gelu_epilogue):
+        # built from the float32 model, then cast: what load_esm_model does
+        return EsmInferenceEncoder(fp32, gelu_epilogue=gelu_epilogue).to(DEVICE, dtype).eval()
+
+    for set_name in args.sets.split(","):
+        lo, hi, count = LENGTH_SETS[set_name]
+        count = 120 if SMOKE else count
+        tokens = [encoder.encode(s) for s in random_proteins(count, lo, hi, seed=len(set_name))]
+        n_tokens = sum(len(t) + 2 for t in tokens)
+        sample = sorted(random.Random(1).sample(range(count), min(count, REFERENCE_SAMPLE)))
+        with torch.inference_mode():
+            reference = plain_batcher(fp32, encoder, [tokens[i] for i in sample], budget=16384)
+        results = {}
+        print(f"{set_name}: {count} proteins, {n_tokens:,} tokens", flush=True)
+
+        def record(name, fn, warm_s=None):
+            embeddings, seconds, peak = timed(lambda: fn(tokens))
+            row = {"tokens_per_s": round(n_tokens / seconds), "proteins_per_s": round(count / seconds, 1),
+                   "seconds": round(seconds, 3), "peak_gpu_gib": round(peak, 2),
+                   **faithfulness(embeddings, reference, sample)}
+            if warm_s is not None:
+                row["warmup_s"] = round(warm_s, 1)
+            results[name] = row
+            print(f"  {name:<42} {row['tokens_per_s']:>9,} tok/s  cos_min {row['cosine_min']:.6f}  "
+                  f"max_abs {row['max_abs_diff']:.2e}  peak {peak:.1f} GiB  warm-up {row.get('warmup_s', '-')} s",
+                  flush=True)
+
+        bf16 = hf_model(dtype)
+        plain_batcher(bf16, encoder, tokens[:2000 if not SMOKE else 40])
+        record("3_plain_bf16_65536", lambda t: plain_batcher(bf16, encoder, t))
+        del bf16
+        for name in args.variants.split(","):
+            forward, budget, compiled, epilogue, share, options = VARIANTS[name]
+            try:
+                model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue)
+                if forward == "esmmodel":
+                    embedder = EsmEmbedder(model, encoder, DEVICE, budget, compile_model=compiled)
+                else:
+                    if compiled and options:  # compiled here with the variant's inductor options
+                        model.compile_layers(options=options)
+                    embedder = FixedShareEmbedder(model, encoder, DEVICE, budget, compile_model=compiled and not options,
+                                                  min_uniform_share=share)
+                t0 = time.perf_counter()
+                embedder.embed(tokens[:3000 if not SMOKE else 40])  # warm-up: compile included
+                torch.cuda.synchronize()
+                record(name, embedder.embed, time.perf_counter() - t0)
+                if name == args.profile and set_name == "300bp_99_100" and not SMOKE:
+                    doc["profile"] = kernel_profile(embedder, tokens[:6000])
+            except Exception as exc:  # a failing variant is a finding; keep the others
+                results[name] = {"error": repr(exc)[:600]}
+                print(f"  {name}: FAILED {exc!r}"[:600], flush=True)
+            finally:
+                model = embedder = None
+                torch.cuda.empty_cache()
+        for row in results.values():
+            for ref in ("3_plain_bf16_65536", "4_esmmodel_compiled_131072"):
+                if "tokens_per_s" in row and "tokens_per_s" in results.get(ref, {}):
+                    row[f"x_vs_{ref[0]}"] = round(row["tokens_per_s"] / results[ref]["tokens_per_s"], 3)
+        batches = plan_packed_batches([len(t) for t in tokens[:10000]], 131072)
+        results["_batches_of_a_10000_chunk"] = {"batches": len(batches),
+                                                "uniform": sum(len({len(tokens[i]) for i in b}) == 1 for b in batches)}
+        doc["sets"][set_name] = results
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+    Path(args.out).write_text(json.dumps(doc, indent=1))
+    print(json.dumps({s: {k: v.get("tokens_per_s", v) for k, v in r.items()} for s, r in doc["sets"].items()}, indent=1))
+
+
+def kernel_profile(embedder, tokens) -> list[str]:
+    """Top CUDA kernels by GPU time over a few batches: where the fast forward's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        embedder.embed(tokens)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=16, max_name_column_width=60)
+    print(table, flush=True)
+    return table.splitlines()
+
+
+if __name__ == "__main__":
+    main()

@@ -170,8 +170,9 @@ def test_allow_missing_passes_preflight_and_merge_drops_and_counts(tmp_path, tin
     result = cli("merge", "--dnabert", dnabert, "--esm", esm, "--label", "host", "--output", tmp_path / "m.pt",
                  "--allow_missing", "true", "--stats", tmp_path / "m.json")
     assert result.exit_code == 0, result.stderr
-    stats = json.loads((tmp_path / "m.json").read_text())
-    assert stats == {"rows": 2, "dropped_dnabert_only": [extra], "dropped_protein_only": [IDS[2]]}
+    [stats] = json.loads((tmp_path / "m.json").read_text())["chunks"]
+    assert {k: stats[k] for k in ("rows", "dropped_dnabert_only", "dropped_protein_only")} == \
+        {"rows": 2, "dropped_dnabert_only": [extra], "dropped_protein_only": [IDS[2]]}
     merged = torch.load(tmp_path / "m.pt", weights_only=True)
     assert merged["ids"] == [IDS[1], IDS[0]] and merged["data"].shape == (2, 2048) and merged["labels"] == [0]
 
@@ -273,7 +274,7 @@ def test_unknown_category_prefix(tmp_path, tiny_model):
 
 
 def test_protein_chunk_without_dnabert_file_names_both_paths(tmp_path, tiny_model):
-    data = data_dir_with(tmp_path, ["viral.1.1", "bacteria"])
+    data = data_dir_with(tmp_path, ["viral.1.1"])
     write_fasta(data / "bacteria.identified_protein" / "output_2.fa", GOOD)
     expected = data / "bacteria.identified_nucleotide" / "output_2_DNABERT_S.pt"
     result = cli("preflight", "--data_dir", data, "--esm_model", tiny_model, "--outdir", tmp_path / "out")

@@ -281,7 +281,7 @@ def test_merge_allow_missing_drops_and_counts(tmp_path, cli_outputs, demo_data):
     result = cli("merge", "--dnabert", tmp_path / "dna.pt", "--esm", tmp_path / "esm.pt", "--label", "viral",
                  "--output", tmp_path / "m.pt", "--allow_missing", "true", "--stats", tmp_path / "m.json")
     assert result.exit_code == 0, result.stderr
-    stats = json.loads((tmp_path / "m.json").read_text())
+    [stats] = json.loads((tmp_path / "m.json").read_text())["chunks"]
     assert stats["dropped_dnabert_only"] == [dnabert_only] and stats["dropped_protein_only"] == [protein_only]
     merged = load(tmp_path / "m.pt")
     expected_ids = [rid for rid in dnabert["nucleotide"] if rid not in (protein_only, dnabert_only)]
@@ -354,7 +354,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_or_none(tmp_path, existin
         target.parent.mkdir(parents=True)
         target.write_bytes(b"old and whole")
     script = (f"import os, signal, sys; sys.path.insert(0, {str(BIN)!r})\n"
-              "from virnucpro_extract.util import atomic_path\n"
+              "from virnucpro_extract.files import atomic_path\n"
               f"with atomic_path({str(target)!r}) as tmp:\n"
               "    with open(tmp, 'wb') as handle:\n"
               "        handle.write(b'x' * 500_000); handle.flush()\n"

@@ -12,7 +12,7 @@ import torch
 
 from conftest import cli_process, demo_chunks, expect_errors, write_fasta
 from virnucpro_extract.devices import plan_workers, split_chunks, visible_devices
-from virnucpro_extract.util import InputError
+from virnucpro_extract.errors import InputError
 
 
 @pytest.mark.parametrize("env, count, expected", [
@@ -99,7 +99,7 @@ def test_more_gpus_than_visible_is_an_error_line(tmp_path, demo_data, tiny_model
 
 
 def test_each_retry_halves_the_token_budget(tmp_path, demo_data, tiny_model):
-    from virnucpro_extract.embed import retry_budget
+    from virnucpro_extract.runtime import retry_budget
 
     assert [retry_budget(4096, attempt) for attempt in (1, 2, 3)] == [4096, 2048, 1024]
     assert retry_budget(100, 5) == 64
@@ -126,7 +126,7 @@ def test_small_tasks_run_eager_and_large_ones_compile():
 
 
 def test_embed_stats_record_the_compile_decision_and_the_task_size(tmp_path, demo_data, tiny_model):
-    from virnucpro_extract.util import count_fasta
+    from virnucpro_extract.fasta import count_fasta
 
     chunk = chunk_args(demo_data)[0]
     result = cli_process("embed", chunk, "--esm_model", tiny_model, "--use_gpu", "false", "--outdir", tmp_path,

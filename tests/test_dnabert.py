@@ -72,7 +72,7 @@ def random_reads(count: int, seed: int, min_len: int = 30, max_len: int = 400) -
 # ----------------------------------------------------------------------------------------------
 def test_batched_equals_one_at_a_time(tiny_dna_model, dna_reference):
     """Padded, masked batches (several per chunk, mixed lengths) give VirNucPro's one-at-a-time vectors, fp32 CPU."""
-    from virnucpro_extract.embed import plan_batches
+    from virnucpro_extract.runtime import plan_batches
     from virnucpro_extract.embed_dna import DnaEmbedder, ReadEncoder, load_dnabert_model
 
     model, tokenizer = load_dnabert_model(tiny_dna_model, torch.float32, torch.device("cpu"))
@@ -89,8 +89,9 @@ def test_batched_equals_one_at_a_time(tiny_dna_model, dna_reference):
 
 
 def test_embed_dna_file_format(tmp_path, tiny_dna_model, dna_reference):
-    """VirNucPro's format: ids in FASTA order, 768 Python floats per read, loadable weights-only and by merge."""
-    from virnucpro_extract.util import load_dnabert
+    """VirNucPro's layout: ids in FASTA order, 768 floats per read (a float32 tensor row: the contract allows lists
+    or tensors), loadable weights-only and by merge."""
+    from virnucpro_extract.formats import read_dnabert as load_dnabert
 
     reads = random_reads(7, seed=5)
     fasta = write_fasta(tmp_path / "output_1.fa", reads)
@@ -105,7 +106,7 @@ def test_embed_dna_file_format(tmp_path, tiny_dna_model, dna_reference):
     assert [item["label"] for item in obj["data"]] == obj["nucleotide"]
     for item in obj["data"]:
         vector = item["mean_representation"]
-        assert isinstance(vector, list) and len(vector) == DNABERT_DIM and all(type(v) is float for v in vector)
+        assert torch.is_tensor(vector) and vector.dtype == torch.float32 and vector.shape == (DNABERT_DIM,)
     torch.testing.assert_close(load_dnabert(path).vectors, dna_reference.rows([s for _, s in reads]),
                                rtol=1e-5, atol=2e-5)
     stats = json.loads((tmp_path / "stats.json").read_text())
@@ -159,7 +160,7 @@ def test_remote_code_model_with_dnabert2_hazards_embeds_like_one_read_at_a_time(
         assert result.exit_code == 0, result.stderr
         saved = torch.load(tmp_path / "out" / "g" / f"{precision}_DNABERT_S.pt", weights_only=True)
         assert saved["nucleotide"] == [i for i, _ in reads]
-        outputs[precision] = torch.tensor([d["mean_representation"] for d in saved["data"]])
+        outputs[precision] = torch.stack([torch.as_tensor(d["mean_representation"]) for d in saved["data"]])
     reference = remote_reference_rows(remote_dna_model, [s for _, s in reads])
     torch.testing.assert_close(outputs["fp32"], reference, rtol=1e-5, atol=2e-5)
     cosine = torch.nn.functional.cosine_similarity(outputs["bf16"], reference, dim=1)

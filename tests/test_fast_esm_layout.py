@@ -74,3 +74,35 @@ def test_fast_esm_config_without_the_keys_save_pretrained_leaves_out(tmp_path, f
         del config[key]
     (sparse / "config.json").write_text(json.dumps(config))
     assert_embeds_like(sparse, tiny_model, demo_chunks(demo_data)[0], tmp_path)
+
+
+def test_fast_esm_checkpoint_saved_by_transformers_5_embeds_like_the_plain_layout(tmp_path, session_dir, tiny_model,
+                                                                                demo_data):
+    # transformers 5's save_pretrained writes ESM LayerNorms as LayerNorm.gamma/.beta and one rotary buffer
+    # under a `*` key; its from_pretrained maps them back, and so must the worker (no remote code present).
+    saved = session_dir / "tiny_fast_esm_saved_by_transformers"
+    result = cli("make-test-model", saved, "--fast_esm_layout", "--saved_by_transformers", "--seed", 0)
+    assert result.exit_code == 0, result.stderr
+    keys = set(load_file(saved / "model.safetensors"))
+    assert "esm.encoder.layer.0.attention.LayerNorm.gamma" in keys and any("*" in k for k in keys)
+    assert json.loads((saved / "config.json").read_text())["model_type"] == "fast_esm"
+    assert not list(saved.glob("*.py")), "no remote code: the weights must load into EsmModel"
+    assert_embeds_like(saved, tiny_model, demo_chunks(demo_data)[0], tmp_path)
+
+
+def test_fast_esm_checkpoint_lacking_a_weight_is_an_error_line(tmp_path, fast_model, demo_data):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from conftest import expect_errors
+
+    broken = tmp_path / "broken_fast_esm"
+    shutil.copytree(fast_model, broken)
+    state = load_file(broken / "model.safetensors")
+    del state["esm.encoder.layer.0.attention.self.query.weight"]
+    save_file(state, str(broken / "model.safetensors"))
+    chunk = demo_chunks(demo_data)[0]
+    result = cli("embed", f"g/x={chunk['fasta']}", "--outdir", tmp_path, "--esm_model", broken, "--use_gpu", "false")
+    expect_errors(result, (broken, "weights", r"FastESM2 checkpoint lacks 1 EsmModel weight\(s\), "
+                                              r"e\.g\. encoder\.layer\.0\.attention\.self\.query\.weight"))

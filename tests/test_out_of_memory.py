@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import ERROR_LINE
-from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, split_on_out_of_memory
+from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder
+from virnucpro_extract.runtime import split_on_out_of_memory
 from virnucpro_extract.models import load_esm_model, load_tokenizer
-from virnucpro_extract.util import InputError
+from virnucpro_extract.errors import InputError
 
 
 def test_split_on_out_of_memory_runs_every_item_once_in_halves():
@@ -92,7 +93,7 @@ def test_out_of_memory_outside_batch_splitting_exits_for_a_retry(tmp_path, tiny_
 
 
 def test_only_errors_that_are_all_retryable_ask_for_a_retry():
-    from virnucpro_extract.util import EXIT_RETRY, InputErrors, out_of_memory_error
+    from virnucpro_extract.errors import EXIT_RETRY, InputErrors, out_of_memory_error
 
     memory = out_of_memory_error(torch.OutOfMemoryError("CUDA out of memory"))
     assert InputErrors([memory, memory]).exit_status == EXIT_RETRY

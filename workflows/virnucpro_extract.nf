@@ -1,201 +1,171 @@
 /*
- * PREFLIGHT -> EMBED_PROTEINS (+ EMBED_DNA for chunks without DNABERT-S files) -> MERGE_FEATURES -> VALIDATE_OUTPUTS
+ * PREFLIGHT -> EMBED_DNA (chunks without DNABERT-S files) -> EMBED_PROTEINS -> MERGE_FEATURES -> VALIDATE_OUTPUTS
+ * -> REPORT, then PUBLISH and FINALISE_OUTDIR. The chunks travel in task groups of --chunks_per_task (chosen by
+ * PREFLIGHT): every GPU, merge and validation task handles one group, and outputs are joined on the group's
+ * meta.id.
  */
 include { PREFLIGHT        } from '../modules/local/preflight'
-include { EMBED_PROTEINS   } from '../modules/local/embed_proteins'
 include { EMBED_DNA        } from '../modules/local/embed_dna'
+include { EMBED_PROTEINS   } from '../modules/local/embed_proteins'
 include { MERGE_FEATURES   } from '../modules/local/merge_features'
 include { VALIDATE_OUTPUTS } from '../modules/local/validate_outputs'
+include { REPORT           } from '../modules/local/report'
+include { PUBLISH          } from '../modules/local/publish'
+include { FINALISE_OUTDIR  } from '../modules/local/finalise_outdir'
+include { runParams        } from '../subworkflows/local/utils_virnucpro_extract'
 
-/*
- * Every input file named by --data_dir or --input, so that PREFLIGHT stages them: -resume then
- * re-checks inputs whose content changed, and container engines mount them. No validation here:
- * PREFLIGHT reports whatever is wrong, including files listed here that turn out to be bad.
- */
-def inputFiles() {
-    if (params.data_dir && params.input) {
-        return []
+// The parameters PREFLIGHT's result depends on (its cache key): not --outdir, not batching or container options.
+def preflightParams(dataDir) {
+    def names = ['input', 'data_dir', 'esm_model', 'dnabert_model', 'max_length', 'balance_hosts', 'seed',
+                 'allow_missing', 'recompute_dnabert', 'chunks_per_task']
+    def values = params.subMap(names)
+    if (dataDir) {
+        values.data_dir = dataDir
     }
-    if (params.data_dir) {
-        return files("${params.data_dir}/*.identified_{protein,nucleotide}/output_*", type: 'file')
-    }
-    if (params.input && file(params.input).isFile()) {
-        def sheet = file(params.input)
-        def listed = []
-        try {
-            sheet.splitCsv(header: true).each { row ->
-                ['protein_fasta', 'dnabert_embeddings', 'nucleotide_fasta'].each { column ->
-                    def value = row[column]?.trim()
-                    if (value) {
-                        def path = value.startsWith('/') ? file(value) : sheet.parent.resolve(value)
-                        if (path.isFile()) {
-                            listed << path
-                        }
-                    }
-                }
-            }
-        }
-        catch (Exception _malformed) {
-            // a sheet that is not CSV: PREFLIGHT names the line and the fix
-            return [sheet]
-        }
-        return [sheet] + listed
-    }
-    return []
-}
-
-/* The model directory to stage (local models), or [] for hub ids resolved from the HF cache. */
-def localModel() {
-    def model = file(params.esm_model)
-    return model.exists() ? model : []
-}
-
-/* The DNABERT-S model directory to stage (local models), or [] for hub ids resolved from the HF cache. */
-def localDnaModel() {
-    def model = file(params.dnabert_model)
-    return model.exists() ? model : []
-}
-
-/*
- * The params that tasks see: paths typed relative to the launch directory made absolute, since
- * tasks run in their own work directories (hub ids stay as they are).
- */
-def taskParams() {
-    // help and the trace suffix (a timestamp) would change every run and defeat -resume of PREFLIGHT
-    def resolved = params.findAll { k, _v -> !(k in ['help', 'trace_report_suffix']) }
-    ['input', 'data_dir', 'outdir'].each { name ->
-        if (params[name] instanceof CharSequence) {
-            resolved[name] = file(params[name]).toString()
+    ['input', 'data_dir'].each { name ->
+        if (values[name]) {
+            values[name] = file(values[name]).toAbsolutePath().normalize().toString()
         }
     }
-    if (localModel()) {
-        resolved.esm_model = localModel().toString()
+    groovy.json.JsonOutput.toJson(values)
+}
+
+// One task group of the manifest: meta.id, and the chunks in key order with what the later tasks need of each.
+def groupMeta(group, rows) {
+    def chunks = rows.sort { row -> row.key }.collect { row ->
+        [key: row.key, id: row.id, group: row.group, label: row.label, dnabert_computed: row.compute_dnabert == 'true',
+         protein_fasta: row.protein_fasta, dnabert_embeddings: row.dnabert_embeddings, nucleotide_fasta: row.nucleotide_fasta]
     }
-    if (localDnaModel()) {
-        resolved.dnabert_model = localDnaModel().toString()
-    }
-    return resolved
+    [id: "group_${group}", chunks: chunks]
 }
 
-def shellQuote(text) {
-    "'" + text.replace("'", "'\\''") + "'"
+def computedOnly(meta) {
+    [id: meta.id, chunks: meta.chunks.findAll { chunk -> chunk.dnabert_computed }]
 }
 
-def chunkKey(esm) {
-    "${esm.parent.name}/${esm.name - '_ESM.pt'}"
+def givenFiles(meta) {
+    meta.chunks.findAll { chunk -> !chunk.dnabert_computed }.collect { chunk -> file(chunk.dnabert_embeddings) }
 }
 
-def dnaChunkKey(dnabert) {
-    "${dnabert.parent.name}/${dnabert.name - '_DNABERT_S.pt'}"
+// nf-core's versions.yml: one block per process, its tools and versions.
+def versionsYaml(entries) {
+    entries.unique().groupBy { entry -> entry[0].tokenize(':')[-1] }.sort().collect { process, tools ->
+        "${process}:\n" + tools.collect { entry -> "    ${entry[1]}: ${entry[2]}" }.unique().sort().join('\n')
+    }.join('\n') + '\n'
 }
 
 workflow VIRNUCPRO_EXTRACT {
+    take:
+    ch_inputs        // value: [[file, the path the user knows it by], ...], every input file for PREFLIGHT to stage
+    ch_esm_model     // value: local model directory, or [] for a hub id
+    ch_dnabert_model // value: likewise
+    ch_data_dir      // value: the data/ folder when the run made it (-profile test alone), else ''
+    source           // the name PREFLIGHT's task is tagged with
+
     main:
-    // One line, single-quoted for the shell: modules write it with `echo` (multi-line heredocs break indentation).
-    def paramsJson = shellQuote(groovy.json.JsonOutput.toJson(taskParams()))
-
+    def outdir = file(params.outdir).toAbsolutePath().toString()
+    ch_esm = ch_esm_model.map { dir -> [dir ? dir.toString() : params.esm_model, dir] }
+    ch_dnabert = ch_dnabert_model.map { dir -> [params.dnabert_model, dir] }
     PREFLIGHT(
-        paramsJson,
+        ch_inputs.map { pairs -> [[id: source], pairs.collect { pair -> pair[0] }, pairs.collect { pair -> pair[1] }] },
+        ch_esm,
+        ch_dnabert,
         file("${projectDir}/nextflow_schema.json"),
-        inputFiles(),
-        [localModel(), localDnaModel()].flatten(),
-        workflow.launchDir.toString(),   // a string: as a Path its changing mtime would defeat -resume
+        ch_data_dir.map { dir -> preflightParams(dir) },
+        workflow.launchDir.toString(),
     )
+    ch_summary = PREFLIGHT.out.summary.map { json -> new groovy.json.JsonSlurper().parse(json) }
 
-    ch_chunks = PREFLIGHT.out.manifest
+    ch_groups = PREFLIGHT.out.manifest
         .splitCsv(header: true)
-        .map { row ->
-            def meta = [key: row.key, id: row.id, group: row.group, label: row.label, task_group: row.task_group as int,
-                        compute_dnabert: row.compute_dnabert == 'true']
-            // Chunks marked compute_dnabert carry their nucleotide FASTA here until EMBED_DNA replaces it.
-            [meta, file(row.protein_fasta), file(meta.compute_dnabert ? row.nucleotide_fasta : row.dnabert_embeddings)]
-        }
-        .branch { meta, _fasta, _dna ->
-            compute: meta.compute_dnabert
-            given: true
-        }
-
-    ch_model_key = PREFLIGHT.out.summary.map { json -> new groovy.json.JsonSlurper().parse(json).model_fingerprint }
-    ch_dna_model_key = PREFLIGHT.out.summary.map { json -> new groovy.json.JsonSlurper().parse(json).dnabert_model_fingerprint }
+        .map { row -> [row.task_group as int, row] }
+        .groupTuple()
+        .map { group, rows -> groupMeta(group, rows) }
 
     // DNABERT-S for chunks that have reads but no (or, with --recompute_dnabert, a stale) DNABERT-S file.
-    ch_dna_in = ch_chunks.compute
-        .map { meta, _fasta, reads -> [meta.task_group, meta, reads] }
-        .groupTuple()
-        .map { group, metas, reads ->
-            def pairs = [metas, reads].transpose().sort { pair -> pair[0].key }
-            [[id: "embed_dna_${group}", keys: pairs.collect { pair -> pair[0].key }], pairs.collect { pair -> pair[1] }]
-        }
+    ch_dna_in = ch_groups
+        .map { meta -> computedOnly(meta) }
+        .filter { meta -> meta.chunks }
+        .map { meta -> [meta, meta.chunks.collect { chunk -> file(chunk.nucleotide_fasta) }] }
+    EMBED_DNA(ch_dna_in, ch_dnabert, ch_summary.map { s -> s.dnabert_model_fingerprint })
 
-    EMBED_DNA(ch_dna_in, localDnaModel(), ch_dna_model_key)
-
-    ch_dna_computed = EMBED_DNA.out.dnabert
-        .flatten()
-        .map { dnabert -> [dnaChunkKey(dnabert), dnabert] }
-
-    // Every chunk with its DNABERT-S file: given, or computed above.
-    ch_chunks_dna = ch_chunks.given
-        .mix(
-            ch_chunks.compute
-                .map { meta, fasta, _reads -> [meta.key, meta, fasta] }
-                .join(ch_dna_computed, failOnMismatch: true, failOnDuplicate: true)
-                .map { _key, meta, fasta, dnabert -> [meta, fasta, dnabert] }
-        )
-
-    // EMBED_PROTEINS starts once every EMBED_DNA task has ended: each sizes its batches from the card's
-    // free memory, and two on one card would both claim it. DNABERT-S is the short step (about 25,000
-    // reads/s on an H100), so the wait costs little, also under Slurm where each job has its own card.
-    ch_dna_done = EMBED_DNA.out.stats.collect().ifEmpty([]).map { _stats -> true }
-
-    // Several chunk files per task: one model load, many chunks (grouping chosen by PREFLIGHT).
-    ch_embed_in = ch_chunks.given.mix(ch_chunks.compute)
-        .map { meta, fasta, _dna -> [meta.task_group, meta, fasta] }
-        .groupTuple()
-        .map { group, metas, fastas ->
-            def pairs = [metas, fastas].transpose().sort { pair -> pair[0].key }
-            [[id: "embed_${group}", keys: pairs.collect { pair -> pair[0].key }], pairs.collect { pair -> pair[1] }]
-        }
+    // EMBED_PROTEINS starts once every EMBED_DNA task has ended: each sizes its batches from the card's free
+    // memory, and two on one card would both claim it. DNABERT-S is the short step, so the wait costs little.
+    ch_dna_done = EMBED_DNA.out.dnabert.collect().ifEmpty([]).map { _done -> true }
+    ch_protein_in = ch_groups
+        .map { meta -> [meta, meta.chunks.collect { chunk -> file(chunk.protein_fasta) }] }
         .combine(ch_dna_done)
         .map { meta, fastas, _done -> [meta, fastas] }
+    EMBED_PROTEINS(ch_protein_in, ch_esm, ch_summary.map { s -> s.model_fingerprint })
 
-    EMBED_PROTEINS(ch_embed_in, localModel(), ch_model_key)
-
-    ch_esm = EMBED_PROTEINS.out.esm
-        .flatten()
-        .map { esm -> [chunkKey(esm), esm] }
-
-    ch_merge_in = ch_chunks_dna
-        .map { meta, _fasta, dna -> [meta.key, meta, dna] }
-        .join(ch_esm, failOnMismatch: true, failOnDuplicate: true)
-        .map { _key, meta, dna, esm -> [meta, esm, dna] }
-
+    // Each group's ESM folder with its computed DNABERT-S folder (none where every file was given) and its
+    // given DNABERT-S files, joined on the group's id.
+    ch_by_id = ch_groups.map { meta -> [meta.id, meta] }
+    ch_computed = EMBED_DNA.out.dnabert.map { meta, folder -> [meta.id, folder] }
+    ch_merge_in = EMBED_PROTEINS.out.esm
+        .map { meta, esm -> [meta.id, esm] }
+        .join(ch_by_id)
+        .join(ch_computed, remainder: true)
+        .filter { id, esm, _meta, _computed -> esm != null }
+        .map { _id, esm, meta, computed -> [meta, esm, computed ?: [], givenFiles(meta)] }
     MERGE_FEATURES(ch_merge_in)
 
-    ch_validate_in = ch_chunks_dna
-        .map { meta, fasta, dna -> [meta.key, meta, fasta, dna] }
-        .join(ch_merge_in.map { meta, esm, _dna -> [meta.key, esm] }, failOnMismatch: true)
-        .join(MERGE_FEATURES.out.merged.map { meta, merged -> [meta.key, merged] }, failOnMismatch: true)
-        .toSortedList { a, b -> a[0] <=> b[0] }
-        .map { rows -> rows.collect { row -> row[1..-1] }.transpose() }
+    ch_validate_in = ch_merge_in
+        .map { meta, esm, computed, given -> [meta.id, meta, esm, computed, given] }
+        .join(MERGE_FEATURES.out.merged.map { meta, merged -> [meta.id, merged] })
+        .map { _id, meta, esm, computed, given, merged ->
+            [meta, meta.chunks.collect { chunk -> file(chunk.protein_fasta) }, given, computed, esm, merged]
+        }
+    VALIDATE_OUTPUTS(ch_validate_in)
 
-    VALIDATE_OUTPUTS(
-        ch_validate_in,
+    ch_versions = channel.topic('versions')
+        .collect(flat: false)
+        .map { entries -> versionsYaml(entries) }
+        .collectFile(name: 'versions.yml')
+
+    REPORT(
+        VALIDATE_OUTPUTS.out.validation.map { _meta, validation, _sample -> validation }.collect(),
+        VALIDATE_OUTPUTS.out.validation.map { _meta, _validation, sample -> sample }.collect(),
         PREFLIGHT.out.summary,
-        EMBED_PROTEINS.out.stats.collect(),
-        MERGE_FEATURES.out.stats.collect(),
-        EMBED_DNA.out.stats.collect().ifEmpty([]),
-        paramsJson,
+        EMBED_PROTEINS.out.stats.map { _meta, stats -> stats }.collect(),
+        MERGE_FEATURES.out.stats.map { _meta, stats -> stats }.collect(),
+        EMBED_DNA.out.stats.map { _meta, stats -> stats }.collect().ifEmpty([]),
+        ch_versions,
+        groovy.json.JsonOutput.toJson(runParams()),
     )
 
-    // The report is published either way; a failed validation then fails the run.
-    VALIDATE_OUTPUTS.out.validation.map { json ->
-        def result = new groovy.json.JsonSlurper().parse(json)
-        if (!result.passed) {
-            error("VALIDATE_OUTPUTS: ${result.checks_failed} of ${result.checks_run} checks failed; see ${params.outdir}/report.html")
-        }
-    }
+    // What goes where in --outdir: [meta, [files or folders], [target folder of each]].
+    ch_publish = PREFLIGHT.out.manifest.concat(PREFLIGHT.out.summary).collect()
+        .map { files -> [[id: 'preflight'], files, ['pipeline_info'] * files.size()] }
+        .mix(
+            EMBED_DNA.out.dnabert.map { meta, folder -> [[id: "dnabert_${meta.id}"], [folder], ['dnabert']] },
+            EMBED_DNA.out.stats.map { meta, stats -> [[id: "dnabert_stats_${meta.id}"], [stats], ['pipeline_info/embed_dna']] },
+            EMBED_PROTEINS.out.esm.map { meta, folder -> [[id: "esm_${meta.id}"], [folder], ['esm']] },
+            EMBED_PROTEINS.out.stats.map { meta, stats -> [[id: "esm_stats_${meta.id}"], [stats], ['pipeline_info/embed']] },
+            MERGE_FEATURES.out.merged.map { meta, folder -> [[id: "merged_${meta.id}"], [folder], ['data_merge']] },
+            MERGE_FEATURES.out.stats.map { meta, stats -> [[id: "merge_stats_${meta.id}"], [stats], ['pipeline_info/merge']] },
+            REPORT.out.report.concat(REPORT.out.validation, ch_versions).collect()
+                .map { files -> [[id: 'report'], files, ['.', 'pipeline_info', 'pipeline_info']] },
+        )
+    PUBLISH(ch_publish, outdir)
+    FINALISE_OUTDIR(PUBLISH.out.published.collect(), outdir)
 
-    VALIDATE_OUTPUTS.out.report.subscribe { _report ->
-        log.info "virnucpro-extract: features in ${params.outdir}/data_merge, report in ${params.outdir}/report.html"
-    }
+    // The report is published either way; a failed validation then fails the run.
+    FINALISE_OUTDIR.out.removed
+        .combine(REPORT.out.validation)
+        .map { removed, validation ->
+            def count = removed.readLines().size()
+            if (count) {
+                log.info("virnucpro-extract: removed ${count} file(s) of an earlier run from ${outdir} (listed in pipeline_info/removed_files.txt)")
+            }
+            def result = new groovy.json.JsonSlurper().parse(validation)
+            if (!result.passed) {
+                error("VALIDATE_OUTPUTS: ${result.checks_failed} of ${result.checks_run} checks failed; see ${outdir}/report.html")
+            }
+            return result
+        }
+
+    emit:
+    report = REPORT.out.report
+    merged = MERGE_FEATURES.out.merged
 }

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import click
 
-from .util import InputError, InputErrors, out_of_memory_error, write_json, write_text
+from .defaults import DEFAULT_COMPILE_MIN_TOKENS, DEFAULT_DNABERT_MODEL, DEFAULT_ESM_MODEL, DEFAULT_MAX_LENGTH, VERSION
+from .errors import InputError, InputErrors, out_of_memory_error
+from .files import write_json, write_text
 
 EXAMPLE = "\n\n\b\nExample:\n  "
 
@@ -44,7 +46,7 @@ def reports_input_errors(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
              epilog=EXAMPLE + "virnucpro-extract preflight --data_dir data/ --esm_model ./FastESM2_650 --outdir qc/\n"
              "  virnucpro-extract <command> --help   (each command's options, with an example)")
-@click.version_option(package_name=None, version="1.0.0dev", prog_name="virnucpro-extract")
+@click.version_option(package_name=None, version=VERSION, prog_name="virnucpro-extract")
 def main():
     """FastESM2 + DNABERT-S training features for VirNucPro, one step per subcommand."""
 
@@ -56,13 +58,18 @@ def main():
 @click.option("--input", "input_", help="Samplesheet CSV: id,label,protein_fasta,dnabert_embeddings[,group].")
 @click.option("--data_dir", help="A VirNucPro data/ folder to discover chunks in.")
 @click.option("--esm_model", default=None, help="Hub id or local directory of the protein model.")
-@click.option("--max_length", type=int, default=None, help="Residues kept per protein (default 1022).")
+@click.option("--max_length", type=int, default=None, help=f"Residues kept per protein (default {DEFAULT_MAX_LENGTH}).")
 @click.option("--balance_hosts", is_flag=True, default=None, help="Sample host files as VirNucPro does.")
 @click.option("--seed", type=int, default=None, help="Seed of --balance_hosts (default 42).")
 @click.option("--allow_missing", is_flag=True, default=None, help="Drop ids present on one side only.")
 @click.option("--dnabert_model", default=None, help="DNABERT-S hub id or directory (checked when a chunk needs it).")
 @click.option("--recompute_dnabert", is_flag=True, default=None,
               help="Mark every chunk with a nucleotide FASTA for DNABERT-S computation.")
+@click.option("--staged", type=click.Path(exists=True, dir_okay=False),
+              help="Nextflow's staged inputs: lines of <staged path><TAB><the path the user knows it by>. Only these "
+                   "files are read; errors and the manifest name the user's paths.")
+@click.option("--esm_model_dir", type=click.Path(file_okay=False), help="Staged local directory of --esm_model.")
+@click.option("--dnabert_model_dir", type=click.Path(file_okay=False), help="Staged local directory of --dnabert_model.")
 @click.option("--outdir", default=".", show_default=True, help="Where chunks.csv and preflight.json go.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes reading chunk files.")
 @click.option("--discover_only", is_flag=True, help="List chunks without reading them (the pipeline's stub run).")
@@ -70,9 +77,10 @@ def main():
               help="Folder that relative model paths are relative to (Nextflow's launch directory).")
 @reports_input_errors
 def preflight(params_json, schema, input_, data_dir, esm_model, max_length, balance_hosts, seed, allow_missing,
-              dnabert_model, recompute_dnabert, outdir, workers, discover_only, launch_dir):
+              dnabert_model, recompute_dnabert, staged, esm_model_dir, dnabert_model_dir, outdir, workers,
+              discover_only, launch_dir):
     """Check parameters and every input file; write the chunk manifest (chunks.csv)."""
-    from .preflight import run_preflight
+    from .preflight import InputFiles, run_preflight
 
     params = json.loads(Path(params_json).read_text()) if params_json else {}
     for name, value in dict(input=input_, data_dir=data_dir, esm_model=esm_model, max_length=max_length,
@@ -80,8 +88,11 @@ def preflight(params_json, schema, input_, data_dir, esm_model, max_length, bala
                             dnabert_model=dnabert_model, recompute_dnabert=recompute_dnabert).items():
         if value is not None:
             params[name] = value
-    params.setdefault("esm_model", "Synthyra/FastESM2_650")
-    summary = run_preflight(params, outdir, schema, workers, discover_only, Path(launch_dir))
+    params.setdefault("esm_model", DEFAULT_ESM_MODEL)
+    files = InputFiles.from_tsv(staged) if staged else InputFiles()
+    model_dirs = {"esm_model": esm_model_dir, "dnabert_model": dnabert_model_dir}
+    summary = run_preflight(params, outdir, schema, workers, discover_only, Path(launch_dir), files,
+                            {k: Path(v) for k, v in model_dirs.items() if v})
     click.echo(f"preflight: {summary['chunks_selected']} chunks, {summary['proteins']} proteins, "
                f"{summary['truncated']} longer than {summary['max_length']} residues (will be truncated)", err=True)
 
@@ -101,17 +112,17 @@ def parse_chunk(value: str) -> tuple[str, str]:
               "--outdir esm/")
 @click.argument("chunks", nargs=-1, required=True)
 @click.option("--outdir", default=".", show_default=True, help="Writes <outdir>/<key>_ESM.pt per chunk.")
-@click.option("--esm_model", default="Synthyra/FastESM2_650", show_default=True)
+@click.option("--esm_model", default=DEFAULT_ESM_MODEL, show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="Default bf16 on GPU, fp32 on CPU.")
 @click.option("--use_gpu", type=bool, default=True, show_default=True)
 @click.option("--toks_per_batch", type=int, default=None, help="Token budget per forward pass (default from free memory).")
-@click.option("--max_length", type=int, default=1022, show_default=True)
+@click.option("--max_length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True)
 @click.option("--trust_remote_code", type=bool, default=False, show_default=True,
               help="Use the checkpoint's own model classes instead of transformers' EsmModel.")
 @click.option("--compile", "compile_model", type=bool, default=True, show_default=True,
               help="torch.compile the model on GPU (ignored on CPU); compiled kernels are cached in TORCHINDUCTOR_CACHE_DIR.")
-@click.option("--compile_min_tokens", type=click.IntRange(min=0), default=4_000_000, show_default=True,
+@click.option("--compile_min_tokens", type=click.IntRange(min=0), default=DEFAULT_COMPILE_MIN_TOKENS, show_default=True,
               help="Compile only a task (or, with --gpus, a worker's share) of at least this many tokens: "
                    "every process pays the compile again, which smaller tasks do not win back.")
 @click.option("--gpus", type=click.IntRange(min=0), default=1, show_default=True,
@@ -158,7 +169,7 @@ def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_len
               "--dnabert_model ./DNABERT-S --outdir dnabert/")
 @click.argument("chunks", nargs=-1, required=True)
 @click.option("--outdir", default=".", show_default=True, help="Writes <outdir>/<key>_DNABERT_S.pt per chunk.")
-@click.option("--dnabert_model", default="zhihan1996/DNABERT-S", show_default=True,
+@click.option("--dnabert_model", default=DEFAULT_DNABERT_MODEL, show_default=True,
               help="Hub id or local directory of DNABERT-S (its own model code is used, with PyTorch attention).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="Default bf16 on GPU, fp32 on CPU.")
@@ -179,20 +190,35 @@ def embed_dna(chunks, outdir, dnabert_model, precision, use_gpu, toks_per_batch,
 
 
 # ----------------------------------------------------------------------------------------------
-@main.command(epilog=EXAMPLE + "virnucpro-extract merge --dnabert output_1_DNABERT_S.pt --esm output_1_ESM.pt "
-              "--label viral --output viral.1.1_merged/output_1_merged.pt")
-@click.option("--dnabert", required=True, type=click.Path(dir_okay=False), help="DNABERT-S .pt of the chunk.")
-@click.option("--esm", required=True, type=click.Path(dir_okay=False), help="*_ESM.pt of the chunk.")
-@click.option("--label", required=True, type=click.Choice(["viral", "host"]))
-@click.option("--output", required=True, type=click.Path(dir_okay=False))
+@main.command(epilog=EXAMPLE + "virnucpro-extract merge --table merge.csv --stats group_0.merge.json\n"
+              "  virnucpro-extract merge --dnabert output_1_DNABERT_S.pt --esm output_1_ESM.pt --label viral "
+              "--output viral.1.1_merged/output_1_merged.pt")
+@click.option("--table", type=click.Path(exists=True, dir_okay=False),
+              help="CSV of chunks to merge: key,group,id,label,dnabert_embeddings,esm,merged (output path).")
+@click.option("--dnabert", type=click.Path(dir_okay=False), help="One chunk instead of a table: its DNABERT-S .pt ...")
+@click.option("--esm", type=click.Path(dir_okay=False), help="... its *_ESM.pt ...")
+@click.option("--label", type=click.Choice(["viral", "host"]), help="... its label ...")
+@click.option("--output", type=click.Path(dir_okay=False), help="... and the merged file to write.")
 @click.option("--allow_missing", type=bool, default=False, show_default=True)
-@click.option("--stats", type=click.Path(dir_okay=False), help="Write row and dropped-id counts as JSON here.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Chunks merged in parallel.")
+@click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk row and dropped-id counts as JSON here.")
 @reports_input_errors
-def merge(dnabert, esm, label, output, allow_missing, stats):
-    """Join DNABERT-S (768) and ESM (1280) vectors by id into 2048-column features."""
+def merge(table, dnabert, esm, label, output, allow_missing, workers, stats):
+    """Join DNABERT-S (768) and ESM (1280) vectors by id into 2048-column features, for one chunk or a table."""
+    from .formats import read_manifest
     from .merge import run_merge
 
-    result = run_merge(dnabert, esm, label, output, allow_missing)
+    if table:
+        rows = read_manifest(table)
+    elif dnabert and esm and label and output:
+        # named as the pipeline lays it out, <group>_merged/<id>_merged.pt, where it is
+        group = Path(output).parent.name.removesuffix("_merged") or label
+        chunk_id = Path(output).stem.removesuffix("_merged")
+        rows = [{"key": f"{group}/{chunk_id}", "group": group, "id": chunk_id, "label": label,
+                 "dnabert_embeddings": dnabert, "esm": esm, "merged": output}]
+    else:
+        raise click.UsageError("give --table, or --dnabert, --esm, --label and --output")
+    result = run_merge(rows, allow_missing, workers)
     if stats:
         write_json(stats, result)
 
@@ -205,13 +231,14 @@ def merge(dnabert, esm, label, output, allow_missing, stats):
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), help="chunks.csv of preflight ...")
 @click.option("--outdir", type=click.Path(file_okay=False), help="... with the published outputs under here.")
 @click.option("--allow_missing", type=bool, default=False, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Chunks checked in parallel.")
 @click.option("--out", default="validation.json", show_default=True)
 @click.option("--sample", default=None, help="Also write a sample of features for the report (.pt).")
 @reports_input_errors
-def validate(table, manifest, outdir, allow_missing, out, sample):
+def validate(table, manifest, outdir, allow_missing, workers, out, sample):
     """Check every output: widths, NaN/Inf, counts, id alignment, labels."""
-    from .preflight import read_manifest
-    from .util import save_pt
+    from .files import save_pt
+    from .formats import read_manifest
     from .validate import failure_lines, outputs_table, run_validate
 
     if table:
@@ -220,7 +247,7 @@ def validate(table, manifest, outdir, allow_missing, out, sample):
         rows = outputs_table(read_manifest(manifest), outdir)
     else:
         raise click.UsageError("give --table, or --manifest with --outdir")
-    document, plot_sample = run_validate(rows, allow_missing)
+    document, plot_sample = run_validate(rows, allow_missing, workers=workers)
     write_json(out, document)
     if sample:
         save_pt(plot_sample, sample)
@@ -232,38 +259,49 @@ def validate(table, manifest, outdir, allow_missing, out, sample):
 
 
 # ----------------------------------------------------------------------------------------------
-@main.command(epilog=EXAMPLE + "virnucpro-extract report --validation validation.json --sample feature_sample.pt "
-              "--preflight pipeline_info/preflight.json --embed_stats pipeline_info/embed/embed_0.embed.json "
+@main.command(epilog=EXAMPLE + "virnucpro-extract report --validation group_0.validation.json --sample group_0.sample.pt "
+              "--preflight pipeline_info/preflight.json --embed_stats pipeline_info/embed/group_0.embed.json "
               "--params_json pipeline_info/params.json --out report.html")
-@click.option("--validation", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="validation.json of validate.")
-@click.option("--sample", type=click.Path(exists=True, dir_okay=False), help="Feature sample from validate --sample.")
+@click.option("--validation", "validations", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="validation.json of validate (repeat per task group).")
+@click.option("--sample", "samples", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Feature sample from validate --sample (repeat per task group).")
 @click.option("--preflight", "preflight_json", type=click.Path(exists=True, dir_okay=False), help="preflight.json.")
 @click.option("--embed_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Statistics of one embed task (<task>.embed.json; repeat per task): throughput per task.")
 @click.option("--merge_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Statistics of one merge (<group>__<id>.merge.json; repeat per chunk): dropped ids.")
+              help="Statistics of one merge task (<task>.merge.json; repeat per task): dropped ids.")
 @click.option("--dna_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Statistics of one embed-dna task (<task>.embed_dna.json; repeat per task), where DNABERT-S "
                    "was computed.")
 @click.option("--params_json", type=click.Path(exists=True, dir_okay=False), help="The run's params as JSON.")
+@click.option("--versions", "versions_yml", type=click.Path(exists=True, dir_okay=False),
+              help="The run's pipeline_info/versions.yml (software of every process); default: this environment's.")
 @click.option("--nextflow_version", default="", help="Shown with the other versions.")
-@click.option("--versions_out", default=None, help="Also write software versions as JSON here.")
+@click.option("--validation_out", default=None, help="Also write the combined validation document here.")
+@click.option("--versions_out", default=None, help="Also write the software versions shown as JSON here.")
 @click.option("--out", default="report.html", show_default=True)
-def report(validation, sample, preflight_json, embed_stats, merge_stats, dna_stats, params_json, nextflow_version,
-           versions_out, out):
+@reports_input_errors
+def report(validations, samples, preflight_json, embed_stats, merge_stats, dna_stats, params_json, versions_yml,
+           nextflow_version, validation_out, versions_out, out):
     """Write the self-contained HTML report of a run."""
-    from .report import build_report, package_versions, read_stats
-    from .util import load_pt
+    from .files import load_pt
+    from .report import (build_report, combine_samples, combine_validations, merge_chunk_stats, package_versions,
+                         read_stats, read_versions)
 
     read = lambda p: read_stats(p) if p else {}
-    html = build_report(read(validation), load_pt(sample) if sample else {}, read(preflight_json),
-                        [read(p) for p in embed_stats], [read(p) for p in merge_stats],
+    validation = combine_validations([read(p) for p in validations])
+    sample = combine_samples([load_pt(p) for p in samples])
+    versions = read_versions(versions_yml) if versions_yml else package_versions()
+    html = build_report(validation, sample, read(preflight_json), [read(p) for p in embed_stats],
+                        merge_chunk_stats([read(p) for p in merge_stats]),
                         {k: v for k, v in read(params_json).items() if not k.startswith("_")}, nextflow_version,
-                        dna_stats=[read(p) for p in dna_stats])
+                        dna_stats=[read(p) for p in dna_stats], versions=versions)
     write_text(out, html)
+    if validation_out:
+        write_json(validation_out, validation)
     if versions_out:
-        write_json(versions_out, {"nextflow": nextflow_version, **package_versions()})
+        write_json(versions_out, {"nextflow": nextflow_version, **versions})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,11 +310,13 @@ def report(validation, sample, preflight_json, embed_stats, merge_stats, dna_sta
 @click.option("--layers", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--fast_esm_layout", is_flag=True, help="Lay it out as a FastESM2 checkpoint.")
-def make_test_model_command(outdir, layers, seed, fast_esm_layout):
+@click.option("--saved_by_transformers", is_flag=True,
+              help="With --fast_esm_layout: weights written by transformers' own save_pretrained (legacy key names).")
+def make_test_model_command(outdir, layers, seed, fast_esm_layout, saved_by_transformers):
     """Save a tiny random-weight ESM-2-architecture model (hidden 1280, ESM-2 vocabulary)."""
     from .testdata import make_test_model
 
-    click.echo(make_test_model(outdir, layers, seed, fast_esm_layout))
+    click.echo(make_test_model(outdir, layers, seed, fast_esm_layout, saved_by_transformers))
 
 
 @main.command("make-test-dna-model", epilog=EXAMPLE + "virnucpro-extract make-test-dna-model tiny_dnabert/")

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .util import EXIT_RETRY, InputError, InputErrors
+from .errors import EXIT_RETRY, InputError, InputErrors
 
 CLI = Path(__file__).resolve().parents[1] / "virnucpro-extract"
 

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .embed import (Progress, choose_device, choose_dtype, default_token_budget, overlap_writes, plan_batches,
-                    pool_batch, prefetch, retry_budget, to_device)
+from .defaults import DEFAULT_DNABERT_MODEL, DNABERT_DIM
+from .errors import InputError
+from .fasta import count_fasta, read_nucleotides
+from .formats import write_dnabert
 from .models import config_hash, read_state_dict, resolve_model_dir
-from .util import DNABERT_DIM, InputError, count_fasta, read_nucleotides, save_pt
-
-DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
+from .runtime import (BatchEmbedder, Progress, choose_device, choose_dtype, default_token_budget, device_name,
+                      masked_mean, plan_batches, retry_budget, run_chunks, to_device)
 
 
 @dataclass
@@ -65,37 +66,18 @@ class ReadEncoder:
         return EncodedReads(key, fasta, ids, self.encode(sequences), sum(len(s) for s in sequences))
 
 
-class DnaEmbedder:
-    """Mean of the last hidden state over all of a read's tokens (padding excluded), float32 on the host."""
+class DnaEmbedder(BatchEmbedder):
+    """Mean of the last hidden state over all of a read's tokens (padding excluded), [N, hidden] float32."""
+
+    unit = "read"
 
     def __init__(self, model, pad_id: int, device, token_budget: int):
-        self.model, self.pad_id, self.device, self.token_budget = model, pad_id, device, token_budget
-        self.hidden_size = model.config.hidden_size
+        super().__init__(device, token_budget, model.config.hidden_size)
+        self.model, self.pad_id = model, pad_id
         self.dtype = next(model.parameters()).dtype
 
-    def embed(self, tokens: list[np.ndarray], fasta: str = "-", ids: list[str] | None = None):
-        """float32 [N, hidden] on the host, row i for tokens[i]."""
-        import torch
-
-        order, pooled = [], []
-        with torch.inference_mode():
-            for batch in plan_batches([len(t) for t in tokens], self.token_budget, extra=0):
-                self._embed_batch(batch, tokens, order, pooled, fasta, ids)
-            if not pooled:
-                return torch.empty((0, self.hidden_size))
-            rows = torch.empty((len(tokens), self.hidden_size), dtype=torch.float32, device=self.device)
-            rows[torch.as_tensor(order, device=self.device)] = torch.cat(pooled)
-            return rows.cpu()
-
-    def _embed_batch(self, batch, tokens, order, pooled, fasta, ids):
-        """Run one batch (split on CUDA out-of-memory); append its pooled rows and their indices."""
-
-        def too_big(index):
-            return InputError(fasta, f"record {ids[index] if ids else index}", f"read of {len(tokens[index])} tokens "
-                              "does not fit in GPU memory even alone", "split long reads (VirNucPro uses 300/500 bp) "
-                              "or free the GPU; --toks_per_batch only bounds batches")
-
-        pool_batch(batch, tokens, order, pooled, self.collate, lambda _size: self.pool, too_big)
+    def plan(self, lengths):
+        return plan_batches(lengths, self.token_budget, extra=0)  # the reads' tokens include [CLS] and [SEP]
 
     def collate(self, rows: list[np.ndarray]):
         """Pad to `[batch, max_len]` token ids, plus the attention mask (1 on the read's tokens, 0 on padding)."""
@@ -107,7 +89,7 @@ class DnaEmbedder:
             attention_mask[r, : len(row)] = 1
         return to_device(self.device, input_ids, attention_mask)
 
-    def pool(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask):
         """[batch, length] -> mean of the last hidden state over the unpadded tokens, [batch, hidden] float32."""
         import torch
 
@@ -115,9 +97,12 @@ class DnaEmbedder:
         # scores to float32 and then fail against half-precision values
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             hidden = self.model(input_ids, attention_mask=attention_mask)[0]
-        weights = attention_mask.float()
-        summed = torch.einsum("bl,blh->bh", weights, hidden.float())
-        return summed / weights.sum(1, keepdim=True)
+        return masked_mean(hidden, attention_mask)
+
+    def too_big(self, tokens, fasta, record):
+        return InputError(fasta, f"record {record}", f"read of {len(tokens)} tokens does not fit in GPU memory even "
+                          "alone", "split long reads (VirNucPro uses 300/500 bp) or free the GPU; --toks_per_batch "
+                          "only bounds batches")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,12 +177,6 @@ def load_dnabert_model(model_dir: Path, dtype, device):
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False), tokenizer
 
 
-def dnabert_object(ids: list[str], rows) -> dict:
-    """VirNucPro's DNABERT-S file: ids in order, one dict per read with 768 Python floats."""
-    return {"nucleotide": list(ids),
-            "data": [{"label": i, "mean_representation": v} for i, v in zip(ids, rows.tolist())]}
-
-
 # ----------------------------------------------------------------------------------------------
 # The worker: many chunk files per model load
 # ----------------------------------------------------------------------------------------------
@@ -227,19 +206,12 @@ def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DN
     print(f"embed-dna: model {model} ({precision}, {device}, {budget} tokens/batch) loaded in {load_seconds:.1f}s",
           file=log, flush=True)
 
-    stats, progress = [], Progress([count_fasta(fasta)[0] for _, fasta in chunks], log, step="embed-dna",
-                                   unit="reads")
+    def write(chunk: EncodedReads, rows) -> dict:
+        write_dnabert(Path(outdir) / f"{chunk.key}_DNABERT_S.pt", chunk.ids, rows)
+        return {"key": chunk.key, "reads": len(chunk.ids), "bases": chunk.bases, "tokens": chunk.token_count}
 
-    def write(chunk: EncodedReads, rows, t0: float):
-        save_pt(dnabert_object(chunk.ids, rows), Path(outdir) / f"{chunk.key}_DNABERT_S.pt")
-        seconds = time.perf_counter() - t0
-        stats.append({"key": chunk.key, "reads": len(chunk.ids), "bases": chunk.bases, "tokens": chunk.token_count,
-                      "seconds": round(seconds, 3)})
-        progress.chunk_done(chunk, seconds)
-
-    overlap_writes(prefetch(encoder, chunks), lambda c: embedder.embed(c.tokens, c.fasta, c.ids), write,
-                   "dnabert-writer")
+    progress = Progress([count_fasta(fasta)[0] for _, fasta in chunks], log, step="embed-dna", unit="reads")
+    stats = run_chunks(chunks, encoder.read_chunk, embedder, write, progress, "dnabert")
     return {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "token_budget": budget, "load_seconds": round(load_seconds, 3),
-            "total_seconds": round(time.perf_counter() - started, 3), "chunks": sorted(stats, key=lambda s: s["key"])}
+            "device": device_name(device), "token_budget": budget, "load_seconds": round(load_seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 3), "chunks": stats}

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from .models import FAST_ESM_MODEL_TYPES, model_path, read_config
-from .util import InputError
+from .errors import InputError
 
 ESM2_TOKENIZER_REPO = "facebook/esm2_t6_8M_UR50D"
 TOKENIZER_PATTERNS = ["*.json", "*.txt"]  # config, tokenizer_config, special_tokens_map, vocab

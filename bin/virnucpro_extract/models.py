@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .util import InputError
+from .errors import InputError
 
 # The ESM-2 vocabulary (facebook/esm2_t6_8M_UR50D), in id order: FastESM2 builds its tokenizer from
 # this hub repository at import time, so a checkpoint may carry no tokenizer files of its own.
@@ -118,21 +118,35 @@ def load_esm_model(model_dir: Path, dtype, device, trust_remote_code: bool = Fal
 
 
 def _fast_esm_as_esm_model(model_dir: Path, config: dict, attn: str):
-    """Load a FastESM2 state dict into transformers' `EsmModel` (prefix `esm.` stripped, LM head dropped)."""
+    """A FastESM2 checkpoint loaded into transformers' `EsmModel` by transformers' own loading.
+
+    `from_pretrained` with an `EsmConfig` built from the FastESM2 config strips the `esm.` prefix, maps the legacy
+    names transformers 5 itself writes (`LayerNorm.gamma` / `.beta`, one shared rotary buffer under a `*` key),
+    reads shards and checks shapes; the LM head is left out. A weight the checkpoint lacks is an error here,
+    not a randomly initialised layer.
+    """
     from transformers import EsmConfig, EsmModel
+    from transformers.utils import logging as hf_logging
 
     merged = {**FAST_ESM_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
     esm_config = EsmConfig(**{k: merged[k] for k in ESM_CONFIG_KEYS if k in merged})
-    model = EsmModel._from_config(esm_config, attn_implementation=attn, add_pooling_layer=False)
-    state = read_state_dict(model_dir)
-    state = {k[len("esm."):] if k.startswith("esm.") else k: v for k, v in state.items()}
-    expected = set(model.state_dict())
-    state = {k: v for k, v in state.items() if k in expected}
-    missing = sorted(expected - set(state) - {"embeddings.position_ids"})
-    if missing:
-        raise InputError(model_dir, "weights", f"FastESM2 checkpoint lacks {len(missing)} EsmModel weight(s), "
-                         f"e.g. {missing[0]}", "pass --trust_remote_code to use the model's own classes")
-    model.load_state_dict(state, strict=False)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists the LM head's keys as unexpected: expected here
+    try:
+        model, info = EsmModel.from_pretrained(model_dir, config=esm_config, attn_implementation=attn,
+                                               add_pooling_layer=False, output_loading_info=True)
+    except OSError as exc:
+        raise InputError(model_dir, "weights", f"cannot read the checkpoint ({str(exc).splitlines()[0][:160]})",
+                         "give a directory written by save_pretrained (*.safetensors or pytorch_model*.bin)")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(k for k in info["missing_keys"] if "position_ids" not in k)
+    if missing or info["mismatched_keys"]:
+        what = (f"lacks {len(missing)} EsmModel weight(s), e.g. {missing[0]}" if missing
+                else f"has {len(info['mismatched_keys'])} weight(s) of the wrong shape, e.g. "
+                     f"{sorted(info['mismatched_keys'])[0]}")
+        raise InputError(model_dir, "weights", f"FastESM2 checkpoint {what}",
+                         "pass --trust_remote_code to use the model's own classes")
     return model
 
 

@@ -39,6 +39,47 @@ def package_versions() -> dict:
     return versions
 
 
+def combine_validations(documents: list[dict]) -> dict:
+    """One validation document from those of the task groups: every check and chunk, passed only if all did."""
+    checks = [c for d in documents for c in d.get("checks", [])]
+    failed = sum(not c["passed"] for c in checks)
+    combined = {"passed": bool(documents) and all(d.get("passed") for d in documents) and bool(checks),
+                "checks_run": len(checks), "checks_failed": failed, "checks": checks,
+                "chunks": [c for d in documents for c in d.get("chunks", [])]}
+    times = [d["_mtime"] for d in documents if "_mtime" in d]
+    if times:  # when the last group's validation was written: the end of the run as far as the report knows
+        combined["_mtime"] = max(times)
+    return combined
+
+
+def combine_samples(samples: list[dict]) -> dict:
+    return {"chunks": [c for s in samples for c in (s or {}).get("chunks", [])]}
+
+
+def merge_chunk_stats(documents: list[dict]) -> list[dict]:
+    """Per-chunk merge statistics from merge tasks' files (`{"chunks": [...]}`; single-chunk files as they are)."""
+    rows = []
+    for document in documents:
+        if isinstance(document.get("chunks"), list):
+            rows += [{**chunk, **{k: v for k, v in document.items() if k.startswith("_")}} for chunk in document["chunks"]]
+        else:
+            rows.append(document)
+    return rows
+
+
+def read_versions(path) -> dict:
+    """pipeline_info/versions.yml (nf-core's layout: `PROCESS:` then `    tool: version`) as {tool: version}; a
+    tool seen with several versions lists them all."""
+    found: dict[str, list[str]] = {}
+    for line in Path(path).read_text().splitlines():
+        if line.startswith((" ", "\t")) and ":" in line:
+            tool, _, version = line.strip().partition(":")
+            version = version.strip().strip("'\"")
+            if version and version not in found.setdefault(tool.strip(), []):
+                found[tool.strip()].append(version)
+    return {tool: ", ".join(versions) for tool, versions in sorted(found.items())}
+
+
 def read_stats(path) -> dict:
     """A JSON statistics file with where it came from: `_name` (file name) and `_mtime` (when written, epoch s)."""
     path = Path(path)
@@ -462,7 +503,7 @@ def dna_rows(dna_stats: list[dict], preflight: dict, params: dict) -> list[list]
 
 def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: list[dict], merge_stats: list[dict],
                  params: dict, nextflow_version: str = "", generated_at: dt.datetime | None = None,
-                 dna_stats: list[dict] = ()) -> str:
+                 dna_stats: list[dict] = (), versions: dict | None = None) -> str:
     """The report's HTML. Documents are the pipeline's JSON files as dicts (with `_name`/`_mtime` from
     `read_stats` where known); `sample` is validate's feature sample; `dna_stats` are EMBED_DNA's."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc)
@@ -528,7 +569,7 @@ def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: l
             f"<div class='s'>{_e(s)}</div></div>" for k, v, s, cls in cards) + "</div>")
 
     # -- run
-    versions = {"Nextflow": nextflow_version or "-", **package_versions()}
+    versions = {"Nextflow": nextflow_version or "-", **(versions if versions is not None else package_versions())}
     software = _table(["software", "version"], [[k, v] for k, v in versions.items()], "kv")
     model_rows = [["model (--esm_model)", model],
                   ["model fingerprint", preflight.get("model_fingerprint", "-")]]
@@ -655,7 +696,7 @@ def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: l
     body = header + run_section + data_section + pictures_section + validation_section
     footer = ("<footer>Written by <code>virnucpro-extract report</code>. One file: inline CSS and SVG, no scripts, "
               "nothing loaded from elsewhere. Machine-readable: <code>pipeline_info/validation.json</code>, "
-              "<code>params.json</code>, <code>versions.json</code>.</footer>")
+              "<code>params.json</code>, <code>versions.yml</code>.</footer>")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"

@@ -10,7 +10,8 @@ import random
 from pathlib import Path
 
 from .models import ESM2_VOCAB
-from .util import DNABERT_DIM, ESM_DIM, save_pt, write_text
+from .defaults import DNABERT_DIM, ESM_DIM
+from .files import save_pt, write_text
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 FRAMES = ("F1", "F2", "F3", "R1", "R2", "R3")
@@ -25,12 +26,15 @@ def tiny_esm_config(layers: int = 1):
                      pad_token_id=1, mask_token_id=32)
 
 
-def make_test_model(outdir, layers: int = 1, seed: int = 0, fast_esm_layout: bool = False) -> Path:
+def make_test_model(outdir, layers: int = 1, seed: int = 0, fast_esm_layout: bool = False,
+                    saved_by_transformers: bool = False) -> Path:
     """Save a random-weight ESM-2-architecture model (and tokenizer files) to `outdir`.
 
     With `fast_esm_layout` the directory is laid out as a FastESM2 checkpoint: `model_type`
     `fast_esm`, an `attn_backend` field, `FastEsmForMaskedLM` key names (`esm.` prefix, LM head)
-    and no tokenizer files.
+    and no tokenizer files. The weights are written with today's parameter names, or with
+    `saved_by_transformers` by the pinned transformers' own `save_pretrained`, which writes legacy
+    names (`LayerNorm.gamma` / `.beta`, one rotary buffer under a `*` key).
     """
     import torch
     from safetensors.torch import save_file
@@ -54,9 +58,12 @@ def make_test_model(outdir, layers: int = 1, seed: int = 0, fast_esm_layout: boo
     model = EsmForMaskedLM(config)
     model.esm.load_state_dict(encoder.state_dict())
     _randomise_layer_norms(model.lm_head)
-    # clone: the LM head's decoder is tied to the word embeddings, and safetensors refuses shared storage
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
-    save_file(state, str(outdir / "model.safetensors"))
+    if saved_by_transformers:
+        model.save_pretrained(outdir)
+    else:
+        # clone: the LM head's decoder is tied to the word embeddings, and safetensors refuses shared storage
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
+        save_file(state, str(outdir / "model.safetensors"))
     fast_config = config.to_dict()
     fast_config.update(model_type="fast_esm", architectures=["FastEsmForMaskedLM"], attn_backend="sdpa",
                        auto_map={"AutoModel": "modeling_fastesm.FastEsmModel"})

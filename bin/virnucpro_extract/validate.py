@@ -6,13 +6,17 @@ drift apart), rows in DNABERT-S order, and the label VirNucPro's `train.py` read
 """
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-from .merge import LABEL_VALUES, load_esm
-from .util import DNABERT_DIM, MERGED_DIM, InputError, load_dnabert, load_pt, read_proteins
+from .defaults import DNABERT_DIM, LABEL_VALUES, MERGED_DIM
+from .errors import InputError
+from .fasta import read_proteins
+from .formats import read_dnabert, read_esm, read_merged
 
 TABLE_COLUMNS = ("key", "group", "id", "label", "protein_fasta", "dnabert_embeddings", "esm", "merged")
 
@@ -48,8 +52,9 @@ def validate_chunk(row: dict, allow_missing: bool, sample_rows: int = 50) -> tup
     sample = {}
     try:
         fasta_ids, sequences = read_proteins(row["protein_fasta"])
-        dnabert = load_dnabert(row["dnabert_embeddings"])
-        esm_ids, esm = load_esm(row["esm"])
+        dnabert = read_dnabert(row["dnabert_embeddings"])
+        esm_read = read_esm(row["esm"])
+        esm_ids, esm = esm_read.ids, esm_read.vectors
     except InputError as exc:
         checks.check("inputs readable", exc.file, False, f"{exc.where}: {exc.problem}", exc.fix)
         return checks.results, counts, sample
@@ -103,23 +108,32 @@ def validate_chunk(row: dict, allow_missing: bool, sample_rows: int = 50) -> tup
 
 def _load_merged(path, checks: ChunkChecks, fix: str):
     try:
-        obj = load_pt(path)
+        merged = read_merged(path)
     except InputError as exc:
-        checks.check("merged file readable", path, False, exc.problem, exc.fix)
+        readable = "not a merged features file" not in exc.problem
+        checks.check("merged file readable" if readable else "merged file has ids, data, labels", path, False,
+                     exc.problem if readable else "missing keys or data not a tensor", exc.fix if readable else fix)
         return None
-    ok = isinstance(obj, dict) and {"ids", "data", "labels"} <= set(obj) and torch.is_tensor(obj["data"])
-    if not checks.check("merged file has ids, data, labels", path, ok, "missing keys or data not a tensor", fix):
-        return None
-    return list(obj["ids"]), obj["data"], list(obj["labels"])
+    return merged.ids, merged.data, merged.labels
 
 
-def run_validate(rows: list[dict], allow_missing: bool, sample_total: int = 4000) -> tuple[dict, dict]:
-    """Validate every chunk; return (validation document for validation.json, plot sample for the report)."""
+def _validate_chunk_star(args):
+    return validate_chunk(*args)
+
+
+def run_validate(rows: list[dict], allow_missing: bool, sample_total: int = 4000, workers: int = 1) -> tuple[dict, dict]:
+    """Validate every chunk (in `workers` processes); return (validation document, plot sample for the report)."""
     checks, chunks, samples = [], [], []
     per_chunk = max(1, sample_total // max(1, len(rows)))
-    for row in rows:
-        results, counts, sample = validate_chunk(row, allow_missing, per_chunk)
-        checks += results
+    jobs = [(row, allow_missing, per_chunk) for row in rows]
+    if workers > 1 and len(jobs) > 1:
+        # spawn, not fork: forking a process that already imported torch can hang its workers
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_validate_chunk_star, jobs))
+    else:
+        results = [_validate_chunk_star(job) for job in jobs]
+    for row, (chunk_checks, counts, sample) in zip(rows, results):
+        checks += chunk_checks
         chunks.append(counts)
         samples.append({"key": row["key"], "label": row["label"], **sample})
     failed = [c for c in checks if not c["passed"]]

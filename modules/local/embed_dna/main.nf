@@ -1,39 +1,47 @@
+/*
+ * DNABERT-S embeddings of the chunks of one task group that have reads but no DNABERT-S file (or all of them
+ * with --recompute_dnabert): dnabert/<group>/<id>_DNABERT_S.pt for each chunk of meta.chunks.
+ */
 process EMBED_DNA {
-    tag "${meta.id} (${meta.keys.size()} chunks)"
-    label 'gpu'
-    maxForks 1
+    tag "${meta.id} (${meta.chunks.size()} chunks)"
+    label 'process_gpu'
 
     input:
-    tuple val(meta), path(fastas, stageAs: 'input/?/*')
-    path model_dir, stageAs: 'dnabert_model/*'
+    tuple val(meta), path(reads, stageAs: 'reads/?/*')
+    tuple val(model), path(model_dir, stageAs: 'dnabert_model/*')
     val model_key   // content key of the model: -resume recomputes when the weights change
 
     output:
-    path 'dnabert/*/*_DNABERT_S.pt'  , emit: dnabert
-    path "${meta.id}.embed_dna.json" , emit: stats
+    tuple val(meta), path('dnabert')                 , emit: dnabert
+    tuple val(meta), path('*.embed_dna.json')      , emit: stats
+    tuple val("${task.process}"), val('virnucpro-extract'), eval('virnucpro-extract --version | sed "s/.* //"'), topic: versions
+    tuple val("${task.process}"), val('torch'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'torch\'))"'), topic: versions
+    tuple val("${task.process}"), val('transformers'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'transformers\'))"'), topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
-    def chunks = [meta.keys, fastas instanceof List ? fastas : [fastas]].transpose()
+    def args = task.ext.args ?: ''
+    def prefix = task.ext.prefix ?: meta.id
+    def chunks = [meta.chunks.collect { chunk -> chunk.key }, reads instanceof List ? reads : [reads]].transpose()
         .collect { key, fasta -> "${key}=${fasta}" }.join(' ')
-    def model = model_dir ? model_dir : params.dnabert_model
-    def precision = params.precision ? "--precision ${params.precision}" : ''
     // The worker halves the token budget (given or chosen from free memory) on each retry.
-    def budget = params.toks_per_batch ? "--toks_per_batch ${params.toks_per_batch}" : ''
     """
     virnucpro-extract embed-dna \\
         ${chunks} \\
         --outdir dnabert \\
-        --dnabert_model ${model} \\
-        --use_gpu ${params.use_gpu} \\
-        ${precision} ${budget} \\
+        --dnabert_model ${model_dir ?: model} \\
         --attempt ${task.attempt} \\
-        --stats ${meta.id}.embed_dna.json
+        --stats ${prefix}.embed_dna.json \\
+        ${args}
     """
 
     stub:
-    def touches = meta.keys.collect { key -> "mkdir -p dnabert/${key.tokenize('/')[0]} && touch dnabert/${key}_DNABERT_S.pt" }.join('\n    ')
+    def prefix = task.ext.prefix ?: meta.id
+    def touches = meta.chunks.collect { chunk -> "mkdir -p dnabert/${chunk.group} && touch dnabert/${chunk.key}_DNABERT_S.pt" }.join('\n    ')
     """
     ${touches}
-    echo '{"chunks": []}' > ${meta.id}.embed_dna.json
+    echo '{"chunks": []}' > ${prefix}.embed_dna.json
     """
 }

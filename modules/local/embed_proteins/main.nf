@@ -1,45 +1,47 @@
+/*
+ * FastESM2 / ESM-2 embeddings of one task group of chunk files (one model load and compile per task):
+ * esm/<group>/<id>_ESM.pt for each chunk of meta.chunks, in the order of `fastas`.
+ */
 process EMBED_PROTEINS {
-    tag "${meta.id} (${meta.keys.size()} chunks)"
-    label 'gpu'
-    maxForks 1
+    tag "${meta.id} (${meta.chunks.size()} chunks)"
+    label 'process_gpu'
 
     input:
     tuple val(meta), path(fastas, stageAs: 'input/?/*')
-    path model_dir, stageAs: 'model/*'
+    tuple val(model), path(model_dir, stageAs: 'model/*')
     val model_key   // content key of the model: -resume re-embeds when the weights change
 
     output:
-    path 'esm/*/*_ESM.pt'      , emit: esm
-    path "${meta.id}.embed.json", emit: stats
+    tuple val(meta), path('esm')                 , emit: esm
+    tuple val(meta), path('*.embed.json')      , emit: stats
+    tuple val("${task.process}"), val('virnucpro-extract'), eval('virnucpro-extract --version | sed "s/.* //"'), topic: versions
+    tuple val("${task.process}"), val('torch'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'torch\'))"'), topic: versions
+    tuple val("${task.process}"), val('transformers'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'transformers\'))"'), topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
-    def chunks = [meta.keys, fastas instanceof List ? fastas : [fastas]].transpose()
+    def args = task.ext.args ?: ''
+    def prefix = task.ext.prefix ?: meta.id
+    def chunks = [meta.chunks.collect { chunk -> chunk.key }, fastas instanceof List ? fastas : [fastas]].transpose()
         .collect { key, fasta -> "${key}=${fasta}" }.join(' ')
-    def model = model_dir ? model_dir : params.esm_model
-    def precision = params.precision ? "--precision ${params.precision}" : ''
     // The worker halves the token budget (given or chosen from free memory) on each retry.
-    def budget = params.toks_per_batch ? "--toks_per_batch ${params.toks_per_batch}" : ''
     """
     virnucpro-extract embed \\
         ${chunks} \\
         --outdir esm \\
-        --esm_model ${model} \\
-        --use_gpu ${params.use_gpu} \\
-        --max_length ${params.max_length} \\
-        --trust_remote_code ${params.trust_remote_code} \\
-        --compile ${params.compile} \\
-        --compile_min_tokens ${params.compile_min_tokens} \\
-        --fast_forward ${params.fast_forward} \\
-        --gpus ${params.use_gpu ? params.gpus : 1} \\
-        ${precision} ${budget} \\
+        --esm_model ${model_dir ?: model} \\
         --attempt ${task.attempt} \\
-        --stats ${meta.id}.embed.json
+        --stats ${prefix}.embed.json \\
+        ${args}
     """
 
     stub:
-    def touches = meta.keys.collect { key -> "mkdir -p esm/${key.tokenize('/')[0]} && touch esm/${key}_ESM.pt" }.join('\n    ')
+    def prefix = task.ext.prefix ?: meta.id
+    def touches = meta.chunks.collect { chunk -> "mkdir -p esm/${chunk.group} && touch esm/${chunk.key}_ESM.pt" }.join('\n    ')
     """
     ${touches}
-    echo '{"chunks": []}' > ${meta.id}.embed.json
+    echo '{"chunks": []}' > ${prefix}.embed.json
     """
 }

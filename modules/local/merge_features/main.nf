@@ -1,29 +1,42 @@
+/*
+ * Merged 2048-column features of every chunk of one task group, in one task (one Python start, one Slurm job
+ * per group rather than per chunk): data_merge/<group>_merged/<id>_merged.pt. Each chunk's DNABERT-S file is
+ * either given (staged in `given`, in the order of the chunks marked so) or computed by EMBED_DNA (`computed`).
+ */
 process MERGE_FEATURES {
-    tag "${meta.key}"
-    label 'process_single'
+    tag "${meta.id} (${meta.chunks.size()} chunks)"
+    label 'process_low'
 
     input:
-    tuple val(meta), path(esm), path(dnabert)
+    tuple val(meta), path(esm, stageAs: 'esm'), path(computed, stageAs: 'computed_dnabert'), path(given, stageAs: 'given/?/*')
 
     output:
-    tuple val(meta), path("${meta.group}_merged/${meta.id}_merged.pt"), emit: merged
-    path "${meta.group}__${meta.id}.merge.json"                       , emit: stats
+    tuple val(meta), path('data_merge')   , emit: merged
+    tuple val(meta), path('*.merge.json') , emit: stats
+    tuple val("${task.process}"), val('virnucpro-extract'), eval('virnucpro-extract --version | sed "s/.* //"'), topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
+    def args = task.ext.args ?: ''
+    def prefix = task.ext.prefix ?: meta.id
+    def givenFiles = (given instanceof List ? given : [given]).iterator()
+    def rows = meta.chunks.collect { chunk ->
+        def dnabert = chunk.dnabert_computed ? "computed_dnabert/${chunk.key}_DNABERT_S.pt" : givenFiles.next()
+        [chunk.key, chunk.group, chunk.id, chunk.label, dnabert, "esm/${chunk.key}_ESM.pt",
+         "data_merge/${chunk.group}_merged/${chunk.id}_merged.pt"].join(',')
+    }
     """
-    virnucpro-extract merge \\
-        --dnabert ${dnabert} \\
-        --esm ${esm} \\
-        --label ${meta.label} \\
-        --allow_missing ${params.allow_missing} \\
-        --output ${meta.group}_merged/${meta.id}_merged.pt \\
-        --stats ${meta.group}__${meta.id}.merge.json
+    printf '%s\\n' key,group,id,label,dnabert_embeddings,esm,merged ${rows.collect { row -> "'${row}'" }.join(' ')} > merge.csv
+    virnucpro-extract merge --table merge.csv --stats ${prefix}.merge.json ${args}
     """
 
     stub:
+    def prefix = task.ext.prefix ?: meta.id
+    def touches = meta.chunks.collect { chunk -> "mkdir -p data_merge/${chunk.group}_merged && touch data_merge/${chunk.group}_merged/${chunk.id}_merged.pt" }.join('\n    ')
     """
-    mkdir -p ${meta.group}_merged
-    touch ${meta.group}_merged/${meta.id}_merged.pt
-    echo '{"rows": 0, "dropped_dnabert_only": [], "dropped_protein_only": []}' > ${meta.group}__${meta.id}.merge.json
+    ${touches}
+    echo '{"chunks": []}' > ${prefix}.merge.json
     """
 }

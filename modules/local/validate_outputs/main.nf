@@ -1,60 +1,44 @@
+/*
+ * Every check of every chunk of one task group: widths, NaN/Inf, counts, ids against rows, DNABERT-S order,
+ * labels. A failed check is a result, not a task failure: REPORT shows it and the workflow then stops the run.
+ */
 process VALIDATE_OUTPUTS {
-    tag "${metas.size()} chunks"
-    label 'process_medium'
+    tag "${meta.id} (${meta.chunks.size()} chunks)"
+    label 'process_low'
 
     input:
-    tuple val(metas), path(fastas, stageAs: 'fasta/?/*'), path(dnaberts, stageAs: 'dnabert/?/*'),
-          path(esms, stageAs: 'esm/?/*'), path(merged, stageAs: 'merged/?/*')
-    path preflight_json
-    path embed_stats, stageAs: 'stats/embed/*'
-    path merge_stats, stageAs: 'stats/merge/*'
-    path dna_stats, stageAs: 'stats/dna/*'     // EMBED_DNA's, where DNABERT-S was computed (may be none)
-    val params_json
+    tuple val(meta), path(fastas, stageAs: 'fasta/?/*'), path(given, stageAs: 'given/?/*'),
+          path(computed, stageAs: 'computed_dnabert'), path(esm, stageAs: 'esm'), path(merged, stageAs: 'data_merge')
 
     output:
-    path 'validation.json' , emit: validation
-    path 'report.html'     , emit: report
-    path 'params.json'     , emit: params
-    path 'versions.json'   , emit: versions
+    tuple val(meta), path('*.validation.json'), path('*.sample.pt'), emit: validation
+    tuple val("${task.process}"), val('virnucpro-extract'), eval('virnucpro-extract --version | sed "s/.* //"'), topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
-    def table = [metas, asList(fastas), asList(dnaberts), asList(esms), asList(merged)].transpose()
-        .collect { m, f, d, e, o -> "'" + [m.key, m.group, m.id, m.label, f, d, e, o].join(',') + "'" }
-        .join(' ')
+    def args = task.ext.args ?: ''
+    def prefix = task.ext.prefix ?: meta.id
+    def fastaFiles = (fastas instanceof List ? fastas : [fastas]).iterator()
+    def givenFiles = (given instanceof List ? given : [given]).iterator()
+    def rows = meta.chunks.collect { chunk ->
+        def dnabert = chunk.dnabert_computed ? "computed_dnabert/${chunk.key}_DNABERT_S.pt" : givenFiles.next()
+        [chunk.key, chunk.group, chunk.id, chunk.label, fastaFiles.next(), dnabert, "esm/${chunk.key}_ESM.pt",
+         "data_merge/${chunk.group}_merged/${chunk.id}_merged.pt"].join(',')
+    }
     """
-    printf '%s\\n' ${params_json} > params.json
-    printf '%s\\n' key,group,id,label,protein_fasta,dnabert_embeddings,esm,merged ${table} > outputs.csv
+    printf '%s\\n' key,group,id,label,protein_fasta,dnabert_embeddings,esm,merged ${rows.collect { row -> "'${row}'" }.join(' ')} > outputs.csv
     status=0
-    virnucpro-extract validate \\
-        --table outputs.csv \\
-        --allow_missing ${params.allow_missing} \\
-        --out validation.json \\
-        --sample feature_sample.pt || status=\$?
-    virnucpro-extract report \\
-        --validation validation.json \\
-        --sample feature_sample.pt \\
-        --preflight ${preflight_json} \\
-        --embed_stats ${asList(embed_stats).join(' --embed_stats ')} \\
-        --merge_stats ${asList(merge_stats).join(' --merge_stats ')} \\
-        ${asList(dna_stats).collect { stats -> "--dna_stats ${stats}" }.join(' ')} \\
-        --params_json params.json \\
-        --nextflow_version ${workflow.nextflow.version} \\
-        --versions_out versions.json \\
-        --out report.html
-    # A failed validation still publishes its report; the workflow then fails the run.
+    virnucpro-extract validate --table outputs.csv --out ${prefix}.validation.json --sample ${prefix}.sample.pt ${args} || status=\$?
+    # 1: some check failed (the result is in the JSON); anything else is a crash
     [ "\$status" -le 1 ]
     """
 
     stub:
+    def prefix = task.ext.prefix ?: meta.id
     """
-    echo '{"passed": true, "checks_run": 0, "checks_failed": 0, "checks": [], "chunks": []}' > validation.json
-    echo '<!DOCTYPE html><html><body>stub run: no report</body></html>' > report.html
-    printf '%s\\n' ${params_json} > params.json
-    echo '{}' > versions.json
+    echo '{"passed": true, "checks_run": 0, "checks_failed": 0, "checks": [], "chunks": []}' > ${prefix}.validation.json
+    touch ${prefix}.sample.pt
     """
-}
-
-// A path input holding one file is a Path, not a list.
-def asList(files) {
-    files instanceof List ? files : [files]
 }

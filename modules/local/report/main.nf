@@ -1,0 +1,53 @@
+/*
+ * The run's report.html (one self-contained page) and the combined validation.json. It emits no versions:
+ * it reads the versions topic, which closes only when every process that writes to it has ended.
+ */
+process REPORT {
+    tag "${validations instanceof List ? validations.size() : 1} groups"
+    label 'process_single'
+
+    input:
+    path validations, stageAs: 'validation/?/*'
+    path samples    , stageAs: 'sample/?/*'
+    path preflight_json
+    path embed_stats, stageAs: 'stats/embed/*'
+    path merge_stats, stageAs: 'stats/merge/*'
+    path dna_stats  , stageAs: 'stats/dna/*'     // EMBED_DNA's, where DNABERT-S was computed (may be none)
+    path versions_yml
+    val params_json
+
+    output:
+    path 'report.html'    , emit: report
+    path 'validation.json', emit: validation
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def repeat = { option, files -> (files instanceof List ? files : [files]).collect { f -> "${option} ${f}" }.join(' ') }
+    """
+    printf '%s\\n' ${shellQuote(params_json)} > params.json
+    virnucpro-extract report \\
+        ${repeat('--validation', validations)} \\
+        ${repeat('--sample', samples)} \\
+        --preflight ${preflight_json} \\
+        ${repeat('--embed_stats', embed_stats)} \\
+        ${repeat('--merge_stats', merge_stats)} \\
+        ${repeat('--dna_stats', dna_stats)} \\
+        --versions ${versions_yml} \\
+        --params_json params.json \\
+        --nextflow_version ${workflow.nextflow.version} \\
+        --validation_out validation.json \\
+        --out report.html
+    """
+
+    stub:
+    """
+    echo '{"passed": true, "checks_run": 0, "checks_failed": 0, "checks": [], "chunks": []}' > validation.json
+    echo '<!DOCTYPE html><html><body>stub run: no report</body></html>' > report.html
+    """
+}
+
+def shellQuote(text) {
+    "'" + text.toString().replace("'", "'\\''") + "'"
+}

@@ -212,12 +212,13 @@ def cli_outputs(session_dir, demo_data, tiny_model) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Nextflow
 # ----------------------------------------------------------------------------------------------
-def nextflow(*args, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`nextflow run main.nf <args>` on the test profile's CPU settings, offline, plain log lines."""
+def nextflow(*args, cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`nextflow run main.nf <args>` on the test profile's CPU settings, offline, plain log lines; `env` adds to
+    (or replaces) variables of this process's environment."""
     if shutil.which("nextflow") is None:
         pytest.fail("nextflow is not on PATH: run the suite with scripts/test.sh (or select -m 'not pipeline')")
     cwd.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "NXF_OFFLINE": "true", "NXF_ANSI_LOG": "false"}
+    env = {**os.environ, "NXF_OFFLINE": "true", "NXF_ANSI_LOG": "false", **(env or {})}
     return subprocess.run(["nextflow", "run", str(REPO / "main.nf"), "-ansi-log", "false", *map(str, args)],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

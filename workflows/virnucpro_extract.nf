@@ -1,10 +1,14 @@
 /*
- * PREFLIGHT -> EMBED_DNA (chunks without DNABERT-S files) -> EMBED_PROTEINS -> MERGE_FEATURES -> VALIDATE_OUTPUTS
- * -> REPORT, then PUBLISH and FINALISE_OUTDIR. The chunks travel in task groups of --chunks_per_task (chosen by
- * PREFLIGHT): every GPU, merge and validation task handles one group, and outputs are joined on the group's
- * meta.id.
+ * PREFLIGHT -> (IDENTIFY_FRAMES for prefixes given as genomes -> SPLIT_IDENTIFIED for those and for unsplit
+ * identified FASTA) -> PLAN_CHUNKS -> EMBED_DNA (chunks without DNABERT-S files) -> EMBED_PROTEINS ->
+ * MERGE_FEATURES -> VALIDATE_OUTPUTS -> REPORT, then PUBLISH and FINALISE_OUTDIR. The chunks travel in task groups
+ * of --chunks_per_task (chosen by PLAN_CHUNKS): every GPU, merge and validation task handles one group, and
+ * outputs are joined on the group's meta.id.
  */
 include { PREFLIGHT        } from '../modules/local/preflight'
+include { IDENTIFY_FRAMES  } from '../modules/local/identify_frames'
+include { SPLIT_IDENTIFIED } from '../modules/local/split_identified'
+include { PLAN_CHUNKS      } from '../modules/local/plan_chunks'
 include { EMBED_DNA        } from '../modules/local/embed_dna'
 include { EMBED_PROTEINS   } from '../modules/local/embed_proteins'
 include { MERGE_FEATURES   } from '../modules/local/merge_features'
@@ -17,7 +21,8 @@ include { runParams        } from '../subworkflows/local/utils_virnucpro_extract
 // The parameters PREFLIGHT's result depends on (its cache key): not --outdir, not batching or container options.
 def preflightParams(dataDir) {
     def names = ['input', 'data_dir', 'esm_model', 'dnabert_model', 'max_length', 'balance_hosts', 'seed',
-                 'allow_missing', 'recompute_dnabert', 'chunks_per_task']
+                 'allow_missing', 'recompute_dnabert', 'chunks_per_task', 'read_length', 'sequences_per_file',
+                 'keep_partial_files']
     def values = params.subMap(names)
     if (dataDir) {
         values.data_dir = dataDir
@@ -37,6 +42,26 @@ def groupMeta(group, rows) {
          protein_fasta: row.protein_fasta, dnabert_embeddings: row.dnabert_embeddings, nucleotide_fasta: row.nucleotide_fasta]
     }
     [id: "group_${group}", chunks: chunks]
+}
+
+// The manifest's columns, and two more for PLAN_CHUNKS: where a chunk comes from, and whether its file is full.
+def candidateCsv(rows) {
+    def columns = ['key', 'id', 'group', 'label', 'protein_fasta', 'dnabert_embeddings', 'task_group', 'proteins',
+                   'truncated', 'max_residues', 'nucleotide_fasta', 'compute_dnabert', 'origin', 'full']
+    def quote = { value -> '"' + (value == null ? '' : value.toString()).replace('"', '""') + '"' }
+    ([columns.join(',')] + rows.sort { row -> row.key }.collect { row -> columns.collect { c -> quote(row[c]) }.join(',') })
+        .join('\n') + '\n'
+}
+
+// The rows of one SPLIT_IDENTIFIED task's chunk files, paths in its output folder.
+def splitRows(meta, chunks, stats) {
+    new groovy.json.JsonSlurper().parse(stats).chunks.collect { chunk ->
+        [key: "${meta.prefix}/${chunk.id}", id: chunk.id, group: meta.prefix, label: meta.label,
+         protein_fasta: "${chunks}/${meta.prefix}.identified_protein/${chunk.id}.fa", dnabert_embeddings: '',
+         task_group: 0, proteins: chunk.proteins, truncated: chunk.truncated, max_residues: chunk.max_residues,
+         nucleotide_fasta: "${chunks}/${meta.prefix}.identified_nucleotide/${chunk.id}.fa", compute_dnabert: 'true',
+         origin: 'split', full: chunk.full.toString()]
+    }
 }
 
 def computedOnly(meta) {
@@ -76,7 +101,45 @@ workflow VIRNUCPRO_EXTRACT {
     )
     ch_summary = PREFLIGHT.out.summary.map { json -> new groovy.json.JsonSlurper().parse(json) }
 
-    ch_groups = PREFLIGHT.out.manifest
+    // Prefixes given as RefSeq genomes: one identification task per shard of each genome FASTA, then the shards
+    // of each prefix, in order, to the split; prefixes given as unsplit identified FASTA go to the split directly.
+    ch_identify_in = ch_summary
+        .flatMap { summary -> summary.identify_jobs }
+        .map { job ->
+            [[id: "${job.prefix}.shard_${job.shard}", prefix: job.prefix, label: job.label, shard: job.shard,
+              shards: job.shards, first: job.first, last: job.last, genome: job.fasta], file(job.fasta), file(job.genbank)]
+        }
+    IDENTIFY_FRAMES(ch_identify_in)
+    ch_split_from_genomes = IDENTIFY_FRAMES.out.frames
+        .map { meta, nucleotide, protein -> [groupKey(meta.prefix, meta.shards), meta, nucleotide, protein] }
+        .groupTuple()
+        .map { prefix, metas, nucleotides, proteins ->
+            def order = (0..<metas.size()).toList().sort { i -> metas[i].shard }
+            [[id: prefix.toString(), prefix: prefix.toString(), label: metas[0].label, stage: 'genomes', genome: metas[0].genome],
+             order.collect { i -> proteins[i] }, order.collect { i -> nucleotides[i] }]
+        }
+    ch_split_unsplit = ch_summary
+        .flatMap { summary -> summary.split_jobs }
+        .map { job -> [[id: job.prefix, prefix: job.prefix, label: job.label, stage: 'unsplit'], [file(job.protein)], [file(job.nucleotide)]] }
+    SPLIT_IDENTIFIED(ch_split_from_genomes.mix(ch_split_unsplit))
+
+    // Every chunk, given or split here, to the plan: which to embed, in which task group.
+    ch_candidates = PREFLIGHT.out.manifest
+        .splitCsv(header: true)
+        .map { row -> row + [origin: 'given', full: 'true'] }
+        .mix(
+            SPLIT_IDENTIFIED.out.chunks
+                .join(SPLIT_IDENTIFIED.out.stats)
+                .flatMap { meta, chunks, stats -> splitRows(meta, chunks, stats) }
+        )
+        .toList()
+        .map { rows -> candidateCsv(rows) }
+        .collectFile(name: 'candidates.csv')
+    // host sampling here unless PREFLIGHT did it (chunks alone: only the sampled files had to be complete)
+    ch_balance = ch_summary.map { summary -> params.balance_hosts && !summary.balanced_here }
+    PLAN_CHUNKS(ch_candidates.combine(ch_balance).map { csv, balance -> [[id: source, balance: balance], csv] })
+
+    ch_groups = PLAN_CHUNKS.out.manifest
         .splitCsv(header: true)
         .map { row -> [row.task_group as int, row] }
         .groupTuple()
@@ -135,9 +198,13 @@ workflow VIRNUCPRO_EXTRACT {
     )
 
     // What goes where in --outdir: [meta, [files or folders], [target folder of each]].
-    ch_publish = PREFLIGHT.out.manifest.concat(PREFLIGHT.out.summary).collect()
+    ch_publish = PREFLIGHT.out.summary.concat(PLAN_CHUNKS.out.manifest, PLAN_CHUNKS.out.plan).collect()
         .map { files -> [[id: 'preflight'], files, ['pipeline_info'] * files.size()] }
         .mix(
+            SPLIT_IDENTIFIED.out.identified.map { meta, folder -> [[id: "identified_${meta.id}"], [folder], ['identified']] },
+            SPLIT_IDENTIFIED.out.chunks.map { meta, folder -> [[id: "chunks_${meta.id}"], [folder], ['chunks']] },
+            SPLIT_IDENTIFIED.out.stats.map { meta, stats -> [[id: "split_stats_${meta.id}"], [stats], ['pipeline_info/split']] },
+            IDENTIFY_FRAMES.out.stats.map { meta, stats -> [[id: "identify_stats_${meta.id}"], [stats], ['pipeline_info/identify']] },
             EMBED_DNA.out.dnabert.map { meta, folder -> [[id: "dnabert_${meta.id}"], [folder], ['dnabert']] },
             EMBED_DNA.out.stats.map { meta, stats -> [[id: "dnabert_stats_${meta.id}"], [stats], ['pipeline_info/embed_dna']] },
             EMBED_PROTEINS.out.esm.map { meta, folder -> [[id: "esm_${meta.id}"], [folder], ['esm']] },

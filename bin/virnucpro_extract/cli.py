@@ -305,6 +305,90 @@ def report(validations, samples, preflight_json, embed_stats, merge_stats, dna_s
 
 
 # ----------------------------------------------------------------------------------------------
+@main.command(epilog=EXAMPLE + "virnucpro-extract identify --fasta viral.1.1.genomic.fna.gz --genbank viral.1.genomic.gbff.gz "
+              "--nucleotide_out viral.1.1.identified_nucleotide.fa --protein_out viral.1.1.identified_protein.fa")
+@click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False), help="Genome FASTA (plain or .gz).")
+@click.option("--genbank", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The GenBank file annotating it (plain or .gz).")
+@click.option("--read_length", type=click.IntRange(min=3), default=300, show_default=True,
+              help="Read window length (VirNucPro: 300 or 500).")
+@click.option("--first_record", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Identify the FASTA's records from this index ...")
+@click.option("--last_record", type=click.IntRange(min=0), default=None, help="... up to (not including) this one.")
+@click.option("--nucleotide_out", required=True, type=click.Path(dir_okay=False))
+@click.option("--protein_out", required=True, type=click.Path(dir_okay=False))
+@click.option("--stats", type=click.Path(dir_okay=False), help="Write records, reads, frames kept ... as JSON here.")
+@reports_input_errors
+def identify(fasta, genbank, read_length, first_record, last_record, nucleotide_out, protein_out, stats):
+    """RefSeq genomes -> identified FASTA, as VirNucPro's make_train_dataset_300/500.py writes it."""
+    from .genomes import identify_genome
+
+    result = identify_genome(fasta, genbank, read_length, nucleotide_out, protein_out, first_record, last_record)
+    if stats:
+        write_json(stats, result.as_dict())
+    click.echo(f"identify: {result.records} records, {result.reads} reads ({result.reads_ambiguous} with ambiguous "
+               f"bases), {result.frames_kept} frames kept", err=True)
+
+
+@main.command(epilog=EXAMPLE + "virnucpro-extract split --prefix viral.1.1 --protein viral.1.1.identified_protein.fa "
+              "--nucleotide viral.1.1.identified_nucleotide.fa --outdir chunks")
+@click.option("--prefix", required=True, help="The chunks' prefix: <prefix>.identified_{protein,nucleotide}/.")
+@click.option("--protein", "proteins", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Identified protein FASTA (repeat for the shards of one genome FASTA, in order).")
+@click.option("--nucleotide", "nucleotides", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Its nucleotide FASTA (as many, in the same order).")
+@click.option("--sequences_per_file", type=click.IntRange(min=1), default=10000, show_default=True)
+@click.option("--max_length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True,
+              help="Proteins longer than this are counted (they will be truncated).")
+@click.option("--outdir", default="chunks", show_default=True)
+@click.option("--identified_outdir", default=None,
+              help="Also write the identified pair as one file each here (the shards of a genome FASTA joined).")
+@click.option("--genome", default=None, help="The genome FASTA the shards come from: no frame at all is then an error.")
+@click.option("--stats", type=click.Path(dir_okay=False), help="Write one row per chunk file as JSON here.")
+@reports_input_errors
+def split(prefix, proteins, nucleotides, sequences_per_file, max_length, outdir, identified_outdir, genome, stats):
+    """Identified FASTA -> chunk files of --sequences_per_file records (VirNucPro's split_fasta_file)."""
+    from .split import concatenate, split_identified
+
+    rows = split_identified(prefix, list(proteins), list(nucleotides), outdir, sequences_per_file, max_length)
+    if genome and not rows:
+        raise InputError(genome, "-", "no frame of any read was kept (no stop-free frame is a substring of a CDS "
+                         "translation of its GenBank records)", "check that the GenBank file is the one annotating "
+                         "this genome FASTA (the same record ids), or leave the genome out")
+    if identified_outdir:
+        concatenate(list(nucleotides), Path(identified_outdir) / f"{prefix}.identified_nucleotide.fa")
+        concatenate(list(proteins), Path(identified_outdir) / f"{prefix}.identified_protein.fa")
+    if stats:
+        write_json(stats, {"prefix": prefix, "chunks": rows})
+    full = sum(r["full"] for r in rows)
+    click.echo(f"split: {prefix}: {sum(r['proteins'] for r in rows)} records in {len(rows)} files ({full} full)",
+               err=True)
+
+
+@main.command(epilog=EXAMPLE + "virnucpro-extract plan --candidates candidates.csv --chunks_per_task 128 --out plan.json")
+@click.option("--candidates", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CSV of every chunk: key,id,group,label,origin (given or split),full,proteins.")
+@click.option("--balance_hosts", type=bool, default=False, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--keep_partial_files", type=bool, default=False, show_default=True)
+@click.option("--chunks_per_task", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The plan as JSON.")
+@click.option("--manifest", type=click.Path(dir_okay=False), help="Also write the chunks to embed as the run's chunks.csv.")
+@reports_input_errors
+def plan(candidates, balance_hosts, seed, keep_partial_files, chunks_per_task, out, manifest):
+    """The chunks to embed and their task groups, once every chunk exists."""
+    from .formats import read_manifest, write_manifest
+    from .plan import plan_chunks
+
+    result = plan_chunks(read_manifest(candidates), balance_hosts, seed, keep_partial_files, chunks_per_task)
+    if manifest:
+        write_manifest(manifest, result["rows"])
+    write_json(out, {k: v for k, v in result.items() if k != "rows"})
+    click.echo(f"plan: {len(result['groups'])} chunks to embed, {len(result['not_embedded'])} short file(s) "
+               f"({result['records_not_embedded']} records) not embedded", err=True)
+
+
+# ----------------------------------------------------------------------------------------------
 @main.command("make-test-model", epilog=EXAMPLE + "virnucpro-extract make-test-model tiny_esm/")
 @click.argument("outdir")
 @click.option("--layers", type=int, default=1, show_default=True)

@@ -30,3 +30,7 @@ def label_for_prefix(prefix: str) -> str | None:
     if prefix.startswith(HOST_PREFIXES):
         return "host"
     return None
+
+DEFAULT_READ_LENGTH = 300          # VirNucPro's reads: 300 or 500 bp
+DEFAULT_SEQUENCES_PER_FILE = 10000  # records per chunk file when splitting (VirNucPro's split_fasta_file)
+GENOME_SHARD_BASES = 50_000_000    # a genome FASTA is identified in tasks of about this many bases each

@@ -8,13 +8,15 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-REQUIRED_PACKAGES = ("click", "numpy", "torch", "transformers", "tokenizers", "safetensors", "huggingface_hub",
-                     "jsonschema")
+# import name -> the name pip installs it by
+REQUIRED_PACKAGES = {"click": "click", "numpy": "numpy", "torch": "torch", "transformers": "transformers",
+                     "tokenizers": "tokenizers", "safetensors": "safetensors", "huggingface_hub": "huggingface_hub",
+                     "jsonschema": "jsonschema", "Bio": "biopython"}
 
 
-def missing_packages(names=REQUIRED_PACKAGES) -> list[str]:
-    """The required packages this interpreter cannot import (found without importing them)."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
+def missing_packages(names: dict = REQUIRED_PACKAGES) -> list[str]:
+    """The required packages this interpreter cannot import (found without importing them), by pip name."""
+    return [package for module, package in names.items() if importlib.util.find_spec(module) is None]
 
 
 def environment_error_line(missing: list[str]) -> str:

@@ -298,3 +298,79 @@ def make_demo_data(outdir, viral_chunks: int = 2, host_chunks: int = 2, proteins
         if nucleotides:
             write_reads(data / f"{prefix}.identified_nucleotide" / f"output_{n}.fa", [i for i, _ in records], read_rng)
     return data
+
+
+# ----------------------------------------------------------------------------------------------
+# RefSeq-like genomes
+# ----------------------------------------------------------------------------------------------
+SENSE_CODONS = [a + b + c for a in "TCAG" for b in "TCAG" for c in "TCAG" if a + b + c not in ("TAA", "TAG", "TGA")]
+
+
+def random_genome(rng: random.Random, length: int) -> tuple[str, list[tuple[int, int, int, str]]]:
+    """A genome of genes on both strands between random spacers: (sequence, [(start, end, strand, protein)]).
+
+    Genes are stop-free codons (a start codon first), so reads inside them have a stop-free frame that is a
+    substring of the gene's translation: what VirNucPro keeps."""
+    from Bio.Seq import Seq
+
+    sequence, genes = "", []
+    while len(sequence) < length:
+        sequence += "".join(rng.choice("ACGT") for _ in range(rng.randint(0, 80)))
+        dna = "ATG" + "".join(rng.choice(SENSE_CODONS) for _ in range(rng.randint(60, 400)))
+        protein = str(Seq(dna).translate())
+        strand = rng.choice((1, -1))
+        start = len(sequence)
+        sequence += dna if strand == 1 else str(Seq(dna).reverse_complement())
+        genes.append((start, len(sequence), strand, protein))
+    return sequence[:length], [g for g in genes if g[1] <= length]
+
+
+def write_refseq_pair(data: Path, base: str, parts: dict[int, list[tuple[str, str]]], annotations: dict) -> None:
+    """`<base>.genomic.gbff.gz` annotating every record, and `<base>.<k>.genomic.fna.gz` per part k.
+
+    `annotations[record id]` lists (start, end, strand, protein) CDS features; a record not in it is absent from
+    the GenBank file; one with an empty list has no CDS."""
+    import gzip
+
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqFeature import FeatureLocation, SeqFeature
+    from Bio.SeqRecord import SeqRecord
+
+    data.mkdir(parents=True, exist_ok=True)
+    records = []
+    for part in sorted(parts):
+        for record_id, sequence in parts[part]:
+            if record_id not in annotations:
+                continue
+            record = SeqRecord(Seq(sequence), id=record_id, name=record_id.split(".")[0], description=f"{record_id} demo",
+                               annotations={"molecule_type": "DNA"})
+            for start, end, strand, protein in annotations[record_id]:
+                record.features.append(SeqFeature(FeatureLocation(start, end, strand), type="CDS",
+                                                  qualifiers={"translation": [protein]}))
+            records.append(record)
+    with gzip.open(data / f"{base}.genomic.gbff.gz", "wt") as handle:
+        SeqIO.write(records, handle, "genbank")
+    for part, entries in parts.items():
+        with gzip.open(data / f"{base}.{part}.genomic.fna.gz", "wt") as handle:
+            for record_id, sequence in entries:
+                handle.write(f">{record_id} {record_id} demo genome\n")
+                handle.writelines(sequence[i:i + 80] + "\n" for i in range(0, len(sequence), 80))
+
+
+def make_demo_genomes(outdir, seed: int = 1, records_per_file: int = 3, length: int = 4000) -> Path:
+    """A RefSeq download folder: viral.1 (one genome FASTA), bacteria.1 and vertebrate_mammalian.1 (host), .gz
+    named as RefSeq names them; records of several lengths, genes on both strands, an ambiguous base or two."""
+    rng = random.Random(seed)
+    data = Path(outdir)
+    for base in ("viral.1", "bacteria.1", "vertebrate_mammalian.1"):
+        entries, annotations = [], {}
+        for r in range(records_per_file):
+            record_id = f"NC_{rng.randint(100000, 999999)}.{r + 1}"
+            sequence, genes = random_genome(rng, rng.choice([length, length // 2 + 50, 350, 1000]))
+            if r == 1:  # a few ambiguous bases: the reads holding them are dropped
+                sequence = sequence[:200] + "N" + sequence[201:]
+            entries.append((record_id, sequence))
+            annotations[record_id] = genes
+        write_refseq_pair(data, base, {1: entries}, annotations)
+    return data

@@ -26,6 +26,20 @@ CHUNK_FASTA = re.compile(r"^(output_\d+)\.fa$")
 
 
 @dataclass
+class EarlierStage:
+    """A prefix that starts before the chunk files: from RefSeq genomes (one genome FASTA and the GenBank file
+    that annotates it) or from unsplit identified FASTA."""
+
+    prefix: str
+    label: str
+    stage: str                 # "genomes" or "unsplit"
+    fasta: str = ""            # genomes
+    genbank: str = ""
+    protein: str = ""          # unsplit
+    nucleotide: str = ""
+
+
+@dataclass
 class Chunk:
     id: str
     group: str
@@ -93,20 +107,35 @@ def normal(path) -> str:
 # ----------------------------------------------------------------------------------------------
 # Samplesheet
 # ----------------------------------------------------------------------------------------------
-def read_samplesheet(path, files: InputFiles, recompute_dnabert: bool = False) -> tuple[list[Chunk], list[InputError]]:
+EARLIER_COLUMNS = {"genomes": ("genome_fasta", "genbank"), "unsplit": ("identified_protein", "identified_nucleotide")}
+
+
+def read_samplesheet(path, files: InputFiles, recompute_dnabert: bool = False
+                     ) -> tuple[list[Chunk], list[EarlierStage], list[InputError]]:
     """Parse a samplesheet; relative paths are resolved against the samplesheet's folder.
 
-    An optional `nucleotide_fasta` column names the reads of a chunk: where `dnabert_embeddings` is
-    empty (or `recompute_dnabert`), its DNABERT-S file is computed from them.
+    A row is one chunk (`protein_fasta` with `dnabert_embeddings`, or with `nucleotide_fasta` whose DNABERT-S
+    file is computed where `dnabert_embeddings` is empty or with `recompute_dnabert`), or one earlier starting
+    point: `genome_fasta` with `genbank` (RefSeq genomes), or `identified_protein` with `identified_nucleotide`
+    (unsplit identified FASTA). For those, `group` is the prefix of the chunks made (default: the file's own
+    prefix, `viral.1.1` of viral.1.1.genomic.fna.gz).
     """
+    chunks, earlier, errors = _read_samplesheet(path, files, recompute_dnabert)
+    return chunks, earlier, errors
+
+
+def _read_samplesheet(path, files: InputFiles, recompute_dnabert: bool):
+    from .genome_checks import GENOME_FASTA_SUFFIX, IDENTIFIED_SUFFIX
+
     path = normal(path)
+    earlier: list[EarlierStage] = []
     if not files.is_file(path):
-        return [], [InputError(path, "-", "samplesheet not found", "check --input")]
+        return [], [], [InputError(path, "-", "samplesheet not found", "check --input")]
     try:
         text = files.local(path).read_text(encoding="utf-8-sig")  # -sig: spreadsheets often save a byte-order mark
     except UnicodeDecodeError as exc:
-        return [], [InputError(path, f"byte {exc.start}", "not a text CSV file (binary or non-UTF-8 content)",
-                               "save the samplesheet as a UTF-8 CSV")]
+        return [], [], [InputError(path, f"byte {exc.start}", "not a text CSV file (binary or non-UTF-8 content)",
+                                   "save the samplesheet as a UTF-8 CSV")]
     chunks, errors, seen = [], [], {}
     strict = csv.reader(io.StringIO(text, newline=""), strict=True)
     row_start = 1
@@ -114,17 +143,22 @@ def read_samplesheet(path, files: InputFiles, recompute_dnabert: bool = False) -
         for _ in strict:
             row_start = strict.line_num + 1
     except csv.Error as exc:  # the quoting is broken in the row that starts on row_start
-        return [], [InputError(path, f"line {row_start}", f"not valid CSV ({exc})",
-                               "close the quoted field or remove the stray '\"'")]
+        return [], [], [InputError(path, f"line {row_start}", f"not valid CSV ({exc})",
+                                   "close the quoted field or remove the stray '\"'")]
     folder = PurePath(path).parent
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
-        required = [c for c in SAMPLESHEET_COLUMNS if c != "dnabert_embeddings" or "nucleotide_fasta" not in columns]
+        starts_earlier = any(EARLIER_COLUMNS[stage][0] in columns for stage in EARLIER_COLUMNS)
+        required = [c for c in SAMPLESHEET_COLUMNS
+                    if (c != "dnabert_embeddings" or "nucleotide_fasta" not in columns)
+                    and (not starts_earlier or c in ("id", "label") or "protein_fasta" in columns)]
         missing = [c for c in required if c not in columns]
         if missing:
-            return [], [InputError(path, "line 1", f"missing column(s) {', '.join(missing)}",
-                                   f"the header must be {','.join(SAMPLESHEET_COLUMNS)}[,group][,nucleotide_fasta]")]
+            return [], [], [InputError(path, "line 1", f"missing column(s) {', '.join(missing)}",
+                                       f"the header must be {','.join(SAMPLESHEET_COLUMNS)}[,group][,nucleotide_fasta] "
+                                       "(or id,label with genome_fasta,genbank or identified_protein,"
+                                       "identified_nucleotide)")]
         for lineno, row in enumerate(reader, start=2):
             where = f"line {lineno}"
             if None in row:
@@ -132,7 +166,14 @@ def read_samplesheet(path, files: InputFiles, recompute_dnabert: bool = False) -
                                          f"{len(columns)}", "quote fields that contain commas, or fix the header"))
                 continue
             row = {k: (v or "").strip() for k, v in row.items()}
-            label, group = row["label"], row.get("group") or row["label"]
+            stage = next((name for name, (first, _) in EARLIER_COLUMNS.items()
+                          if row.get(first) and not row.get("protein_fasta")), None)
+            default_group = row["label"]
+            if stage is not None:
+                named = PurePath(row[EARLIER_COLUMNS[stage][0]]).name
+                match = (GENOME_FASTA_SUFFIX if stage == "genomes" else IDENTIFIED_SUFFIX).match(named)
+                default_group = match["prefix"] if match else row["label"]
+            label, group = row["label"], row.get("group") or default_group
             if label not in ("viral", "host"):
                 errors.append(InputError(path, where, f"unknown label {label!r}", "use 'viral' or 'host'"))
                 continue
@@ -147,6 +188,25 @@ def read_samplesheet(path, files: InputFiles, recompute_dnabert: bool = False) -
                                          f"(first at line {seen[key]})", "give every chunk a unique id"))
                 continue
             seen[key] = lineno
+            if stage is not None:
+                located, ok = {}, True
+                for column in EARLIER_COLUMNS[stage]:
+                    value = row.get(column, "")
+                    file = normal(folder / value) if value else None
+                    if file is None or not files.is_file(file):
+                        errors.append(InputError(path, where, f"{column} {value!r} does not exist"
+                                                 + (f" (resolved to {file})" if file else ""),
+                                                 "fix the path; relative paths are resolved against the "
+                                                 "samplesheet's folder"))
+                        ok = False
+                    located[column] = file or ""
+                if ok and stage == "genomes":
+                    earlier.append(EarlierStage(group, label, stage, fasta=located["genome_fasta"],
+                                                genbank=located["genbank"]))
+                elif ok:
+                    earlier.append(EarlierStage(group, label, stage, protein=located["identified_protein"],
+                                                nucleotide=located["identified_nucleotide"]))
+                continue
             located = {}
             compute = bool(row.get("nucleotide_fasta")) and (recompute_dnabert or not row.get("dnabert_embeddings"))
             file_columns = ("protein_fasta", "nucleotide_fasta" if compute else "dnabert_embeddings")
@@ -160,43 +220,53 @@ def read_samplesheet(path, files: InputFiles, recompute_dnabert: bool = False) -
                 located[column] = file or ""
             chunks.append(Chunk(row["id"], group, label, located["protein_fasta"], located.get("dnabert_embeddings", ""),
                                 located.get("nucleotide_fasta", ""), compute))
-    if not chunks and not errors:
+    if not chunks and not earlier and not errors:
         errors.append(InputError(path, "-", "samplesheet has no rows", "add one row per chunk"))
-    return chunks, errors
+    return chunks, earlier, errors
 
 
 # ----------------------------------------------------------------------------------------------
 # A VirNucPro data/ folder
 # ----------------------------------------------------------------------------------------------
-def discover_data_dir(data_dir, files: InputFiles, recompute_dnabert: bool = False) -> tuple[list[Chunk], list[InputError]]:
-    """Find `<prefix>.identified_protein/output_<n>.fa` chunks and their DNABERT-S files.
+def discover_data_dir(data_dir, files: InputFiles, recompute_dnabert: bool = False
+                      ) -> tuple[list[Chunk], list[EarlierStage], list[InputError]]:
+    """The chunks of a VirNucPro data/ folder, and the prefixes that start earlier, each prefix from its most
+    advanced stage: chunk folders, else unsplit identified FASTA, else RefSeq genomes.
 
-    A chunk whose DNABERT-S file is missing but whose reads `<prefix>.identified_nucleotide/output_<n>.fa`
-    exist (every chunk with reads, with `recompute_dnabert`) is marked for EMBED_DNA to compute.
+    Chunks: `<prefix>.identified_protein/output_<n>.fa` with their DNABERT-S files; a chunk whose DNABERT-S file
+    is missing but whose reads `<prefix>.identified_nucleotide/output_<n>.fa` exist (every chunk with reads, with
+    `recompute_dnabert`) is marked for EMBED_DNA to compute. Unsplit: `<prefix>.identified_protein.fa` with
+    `<prefix>.identified_nucleotide.fa`. Genomes: `<base>.<k>.genomic.fna[.gz]` with `<base>.genomic.gbff[.gz]`,
+    prefix `<base>.<k>`.
     """
+    from .genome_checks import GENOME_FASTA_SUFFIX, IDENTIFIED_SUFFIX, expected_genbank, genbank_for
+
     data_dir = normal(data_dir)
     if files.staged is None and not Path(data_dir).is_dir():  # staged: the Nextflow head has checked it
-        return [], [InputError(data_dir, "-", "--data_dir is not a directory", "give VirNucPro's data/ folder")]
+        return [], [], [InputError(data_dir, "-", "--data_dir is not a directory", "give VirNucPro's data/ folder")]
     chunks, errors = [], []
     protein_fastas: dict[str, list[str]] = {}
+    top: dict[str, str] = {}
     for origin in files.under(data_dir):
         relative = PurePath(origin).relative_to(data_dir)
         if len(relative.parts) == 2 and relative.parts[0].endswith(PROTEIN_DIR_SUFFIX):
             protein_fastas.setdefault(relative.parts[0], []).append(origin)
+        elif len(relative.parts) == 1:
+            top[relative.parts[0]] = origin
+    chunk_prefixes = set()
     for folder in sorted(protein_fastas):
         prefix = folder[: -len(PROTEIN_DIR_SUFFIX)]
         protein_dir = f"{data_dir}/{folder}"
         label = label_for_prefix(prefix)
         if label is None:
-            errors.append(InputError(protein_dir, "-", f"unknown category prefix {prefix!r}",
-                                     "name it viral* or vertebrate*/protozoa*/plant*/invertebrate*/fungi*/"
-                                     "bacteria*/archaea*, or list the chunks in a samplesheet with --input"))
+            errors.append(unknown_prefix_error(protein_dir, prefix))
             continue
         nucleotide_dir = f"{data_dir}/{prefix}{NUCLEOTIDE_DIR_SUFFIX}"
         for fasta in sorted(protein_fastas[folder], key=_chunk_sort_key):
             match = CHUNK_FASTA.match(PurePath(fasta).name)
             if not match:
                 continue
+            chunk_prefixes.add(prefix)
             dnabert = f"{nucleotide_dir}/{match.group(1)}_DNABERT_S.pt"
             reads = f"{nucleotide_dir}/{match.group(1)}.fa"
             compute = files.is_file(reads) and (recompute_dnabert or not files.is_file(dnabert))
@@ -207,10 +277,53 @@ def discover_data_dir(data_dir, files: InputFiles, recompute_dnabert: bool = Fal
                                          "run VirNucPro's DNABERT-S step for this chunk or remove the chunk"))
             chunks.append(Chunk(match.group(1), prefix, label, fasta, "" if compute else dnabert,
                                 reads if files.is_file(reads) else "", compute))
-    if not chunks and not errors:
-        errors.append(InputError(data_dir, "-", f"no <prefix>{PROTEIN_DIR_SUFFIX}/output_<n>.fa chunks found",
-                                 "point --data_dir at VirNucPro's data/ folder"))
-    return chunks, errors
+
+    earlier: list[EarlierStage] = []
+    unsplit: dict[str, dict[str, str]] = {}
+    for name, origin in sorted(top.items()):
+        if (match := IDENTIFIED_SUFFIX.match(name)) and match["prefix"] not in chunk_prefixes:
+            unsplit.setdefault(match["prefix"], {})[match["side"]] = origin
+    for prefix, sides in sorted(unsplit.items()):
+        label = label_for_prefix(prefix)
+        if label is None:
+            errors.append(unknown_prefix_error(next(iter(sides.values())), prefix))
+            continue
+        missing = {"protein", "nucleotide"} - set(sides)
+        if missing:
+            side = missing.pop()
+            given = next(iter(sides.values()))
+            errors.append(InputError(given, "-", f"no {prefix}.identified_{side}.fa beside it",
+                                     f"add {data_dir}/{prefix}.identified_{side}.fa (make_train_dataset writes both)"))
+            continue
+        earlier.append(EarlierStage(prefix, label, "unsplit", protein=sides["protein"], nucleotide=sides["nucleotide"]))
+    started = chunk_prefixes | {e.prefix for e in earlier}
+    genbanks = [name for name in top if name.endswith((".genomic.gbff", ".genomic.gbff.gz"))]
+    for name, origin in sorted(top.items()):
+        match = GENOME_FASTA_SUFFIX.match(name)
+        if not match or match["prefix"] in started:
+            continue
+        prefix = match["prefix"]
+        label = label_for_prefix(prefix)
+        if label is None:
+            errors.append(unknown_prefix_error(origin, prefix))
+            continue
+        genbank = genbank_for(name, genbanks)
+        if genbank is None:
+            expected = f"{data_dir}/{expected_genbank(name)}"
+            errors.append(InputError(origin, "-", f"genome FASTA with no GenBank file to pair with (expected {expected})",
+                                     f"download {expected_genbank(name)} from the same RefSeq release into {data_dir}"))
+            continue
+        earlier.append(EarlierStage(prefix, label, "genomes", fasta=origin, genbank=top[genbank]))
+    if not chunks and not earlier and not errors:
+        errors.append(InputError(data_dir, "-", f"no <prefix>{PROTEIN_DIR_SUFFIX}/output_<n>.fa chunks, identified "
+                                 "FASTA or RefSeq genomes found", "point --data_dir at VirNucPro's data/ folder"))
+    return chunks, earlier, errors
+
+
+def unknown_prefix_error(file, prefix: str) -> InputError:
+    return InputError(file, "-", f"unknown category prefix {prefix!r}",
+                      "name it viral* or vertebrate*/protozoa*/plant*/invertebrate*/fungi*/bacteria*/archaea*, or "
+                      "list the chunks in a samplesheet with --input")
 
 
 def _chunk_sort_key(path: str):

@@ -32,13 +32,13 @@ def finaliseScript(outdir) {
     outdir='${outdir}'
     cat lists/*/published.txt | sort -u > this_run.txt
     # the pipeline's own outputs; Nextflow's trace, timeline and report (timestamped names) are not touched
-    managed='esm dnabert data_merge identified chunks pipeline_info/embed pipeline_info/embed_dna pipeline_info/merge'
+    managed='esm dnabert data_merge identified chunks pipeline_info/embed pipeline_info/embed_dna pipeline_info/merge pipeline_info/identify pipeline_info/split'
     {
         for folder in \$managed; do
             [ -d "\$outdir/\$folder" ] && (cd "\$outdir" && find "\$folder" -type f ! -name '.*.publishing')
         done
-        for name in report.html pipeline_info/chunks.csv pipeline_info/preflight.json pipeline_info/validation.json \\
-                    pipeline_info/versions.yml; do
+        for name in report.html pipeline_info/chunks.csv pipeline_info/preflight.json pipeline_info/plan.json \\
+                    pipeline_info/validation.json pipeline_info/versions.yml; do
             [ -f "\$outdir/\$name" ] && printf '%s\\n' "\$name"
         done
         true

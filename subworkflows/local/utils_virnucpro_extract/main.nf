@@ -45,8 +45,8 @@ def snakeCase(name) {
 // Optimal string alignment distance: a transposition (lenght/length) counts as one edit.
 def editDistance(a, b) {
     def d = (0..a.size()).collect { i -> (0..b.size()).collect { j -> i == 0 ? j : (j == 0 ? i : 0) } }
-    for (int i = 1; i <= a.size(); i++) {
-        for (int j = 1; j <= b.size(); j++) {
+    (1..a.size()).each { i ->
+        (1..b.size()).each { j ->
             def cost = a[i - 1] == b[j - 1] ? 0 : 1
             d[i][j] = [d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost].min()
             if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
@@ -236,8 +236,12 @@ def inputFiles() {
         if (!dir.isDirectory()) {
             return []
         }
-        return files("${params.data_dir}/*.identified_{protein,nucleotide}/output_*", type: 'file')
+        def patterns = ['*.identified_{protein,nucleotide}/output_*',                       // chunks
+                        '*.identified_{protein,nucleotide}.fa',                            // unsplit identified FASTA
+                        '*.genomic.{gbff,fna}', '*.genomic.{gbff,fna}.gz']                 // RefSeq genomes
+        return patterns.collectMany { pattern -> files("${params.data_dir}/${pattern}", type: 'file') }
             .collect { f -> [f, f.toAbsolutePath().normalize().toString()] }
+            .unique { pair -> pair[1] }
     }
     def sheet = file(params.input)
     if (!sheet.isFile()) {
@@ -246,7 +250,8 @@ def inputFiles() {
     def listed = [[sheet, sheet.toAbsolutePath().normalize().toString()]]
     try {
         sheet.splitCsv(header: true).each { row ->
-            ['protein_fasta', 'dnabert_embeddings', 'nucleotide_fasta'].each { column ->
+            ['protein_fasta', 'dnabert_embeddings', 'nucleotide_fasta', 'genome_fasta', 'genbank', 'identified_protein',
+             'identified_nucleotide'].each { column ->
                 def value = row[column]?.trim()
                 if (value) {
                     def path = (value.startsWith('/') ? file(value) : sheet.parent.resolve(value)).toAbsolutePath().normalize()

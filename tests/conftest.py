@@ -23,7 +23,7 @@ sys.path.insert(0, str(BIN))
 from click.testing import CliRunner  # noqa: E402
 
 from virnucpro_extract.cli import main as cli_main  # noqa: E402
-from virnucpro_extract.testdata import make_demo_data, make_test_model  # noqa: E402
+from virnucpro_extract.testdata import make_demo_data, make_test_dna_model, make_test_model  # noqa: E402
 
 # The contract's error line: `error: <file>: <record or line>: <what is wrong> — <how to fix it>`.
 ERROR_LINE = re.compile(r"^error: (?P<file>[^:]+): (?P<where>[^:]+?): (?P<problem>.+?) — (?P<fix>\S.*)$")
@@ -183,6 +183,41 @@ def demo_data(session_dir) -> Path:
 @pytest.fixture(scope="session")
 def reference(tiny_model) -> ReferenceEmbedder:
     return ReferenceEmbedder(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_dna_model(session_dir) -> Path:
+    """Random-weight transformers BertModel, hidden 768, two layers, WordPiece DNA tokenizer (seed 0)."""
+    return make_test_dna_model(session_dir / "tiny_dnabert", layers=2, seed=0)
+
+
+class DnaReference:
+    """VirNucPro's loop: `hidden_states = model(input_ids)[0]; torch.mean(hidden_states[0], dim=0)`, one read
+    at a time, fp32, transformers' BertModel directly: nothing from the code under test."""
+
+    def __init__(self, model_dir: Path):
+        from transformers import AutoTokenizer, BertModel
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = BertModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, read: str) -> torch.Tensor:
+        if read not in self.cache:
+            input_ids = self.tokenizer(read, return_tensors="pt")["input_ids"]
+            assert self.tokenizer.unk_token_id not in input_ids[0].tolist()
+            with torch.inference_mode():
+                hidden_states = self.model(input_ids)[0]
+            self.cache[read] = torch.mean(hidden_states[0], dim=0)
+        return self.cache[read]
+
+    def rows(self, reads) -> torch.Tensor:
+        return torch.stack([self(r) for r in reads])
+
+
+@pytest.fixture(scope="session")
+def dna_reference(tiny_dna_model) -> DnaReference:
+    return DnaReference(tiny_dna_model)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import torch
 from conftest import (DNABERT_DIM, MERGED_DIM, cli, demo_chunks, expect_errors, nextflow, nextflow_output,
                       read_fasta_records, write_fasta, write_samplesheet)
 from test_pipeline import files_under, process_name, trace_rows
-from virnucpro_extract.testdata import make_demo_data, make_test_dna_model, make_test_remote_dna_model
+from virnucpro_extract.testdata import make_demo_data, make_test_remote_dna_model
 
 BASES = "ACGT"
 
@@ -26,41 +26,6 @@ BASES = "ACGT"
 # ----------------------------------------------------------------------------------------------
 # Fixtures and the independent reference
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def tiny_dna_model(session_dir) -> Path:
-    """Random-weight transformers BertModel, hidden 768, two layers, WordPiece DNA tokenizer (seed 0)."""
-    return make_test_dna_model(session_dir / "tiny_dnabert", layers=2, seed=0)
-
-
-class DnaReference:
-    """VirNucPro's loop: `hidden_states = model(input_ids)[0]; torch.mean(hidden_states[0], dim=0)`, one read
-    at a time, fp32, transformers' BertModel directly: nothing from the code under test."""
-
-    def __init__(self, model_dir: Path):
-        from transformers import AutoTokenizer, BertModel
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = BertModel.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.cache: dict[str, torch.Tensor] = {}
-
-    def __call__(self, read: str) -> torch.Tensor:
-        if read not in self.cache:
-            input_ids = self.tokenizer(read, return_tensors="pt")["input_ids"]
-            assert self.tokenizer.unk_token_id not in input_ids[0].tolist()
-            with torch.inference_mode():
-                hidden_states = self.model(input_ids)[0]
-            self.cache[read] = torch.mean(hidden_states[0], dim=0)
-        return self.cache[read]
-
-    def rows(self, reads) -> torch.Tensor:
-        return torch.stack([self(r) for r in reads])
-
-
-@pytest.fixture(scope="session")
-def dna_reference(tiny_dna_model) -> DnaReference:
-    return DnaReference(tiny_dna_model)
-
-
 def random_reads(count: int, seed: int, min_len: int = 30, max_len: int = 400) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     return [(f"NC_00{seed}.1_chunk_{k}F1", "".join(rng.choice(BASES) for _ in range(rng.randint(min_len, max_len))))

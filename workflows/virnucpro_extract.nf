@@ -100,6 +100,8 @@ workflow VIRNUCPRO_EXTRACT {
         workflow.launchDir.toString(),
     )
     ch_summary = PREFLIGHT.out.summary.map { json -> new groovy.json.JsonSlurper().parse(json) }
+    // PREFLIGHT's warnings on the console, not only in its .command.err
+    ch_summary.subscribe { summary -> summary.warnings.each { line -> log.warn(line.replaceFirst(/^warning: /, '')) } }
 
     // Prefixes given as RefSeq genomes: one identification task per shard of each genome FASTA, then the shards
     // of each prefix, in order, to the split; prefixes given as unsplit identified FASTA go to the split directly.
@@ -134,7 +136,6 @@ workflow VIRNUCPRO_EXTRACT {
         )
         .toList()
         .map { rows -> candidateCsv(rows) }
-        .collectFile(name: 'candidates.csv')
     // host sampling here unless PREFLIGHT did it (chunks alone: only the sampled files had to be complete)
     ch_balance = ch_summary.map { summary -> params.balance_hosts && !summary.balanced_here }
     PLAN_CHUNKS(ch_candidates.combine(ch_balance).map { csv, balance -> [[id: source, balance: balance], csv] })
@@ -184,7 +185,6 @@ workflow VIRNUCPRO_EXTRACT {
     ch_versions = channel.topic('versions')
         .collect(flat: false)
         .map { entries -> versionsYaml(entries) }
-        .collectFile(name: 'versions.yml')
 
     REPORT(
         VALIDATE_OUTPUTS.out.validation.map { _meta, validation, _sample -> validation }.collect(),
@@ -193,25 +193,33 @@ workflow VIRNUCPRO_EXTRACT {
         EMBED_PROTEINS.out.stats.map { _meta, stats -> stats }.collect(),
         MERGE_FEATURES.out.stats.map { _meta, stats -> stats }.collect(),
         EMBED_DNA.out.stats.map { _meta, stats -> stats }.collect().ifEmpty([]),
+        IDENTIFY_FRAMES.out.stats.map { _meta, stats -> stats }.collect().ifEmpty([]),
+        SPLIT_IDENTIFIED.out.stats.map { _meta, stats -> stats }.collect().ifEmpty([]),
+        PLAN_CHUNKS.out.plan,
         ch_versions,
         groovy.json.JsonOutput.toJson(runParams()),
     )
 
-    // What goes where in --outdir: [meta, [files or folders], [target folder of each]].
+    // What goes where in --outdir: [meta, [files or folders], [target folder of each]], one PUBLISH per task's
+    // outputs, as soon as the task ends.
+    def published = { name, targets -> { meta, files -> [[id: "${name}_${meta.id}"], files, targets] } }
     ch_publish = PREFLIGHT.out.summary.concat(PLAN_CHUNKS.out.manifest, PLAN_CHUNKS.out.plan).collect()
-        .map { files -> [[id: 'preflight'], files, ['pipeline_info'] * files.size()] }
+        .map { files -> [[id: 'plan'], files, ['pipeline_info'] * files.size()] }
         .mix(
-            SPLIT_IDENTIFIED.out.identified.map { meta, folder -> [[id: "identified_${meta.id}"], [folder], ['identified']] },
-            SPLIT_IDENTIFIED.out.chunks.map { meta, folder -> [[id: "chunks_${meta.id}"], [folder], ['chunks']] },
-            SPLIT_IDENTIFIED.out.stats.map { meta, stats -> [[id: "split_stats_${meta.id}"], [stats], ['pipeline_info/split']] },
-            IDENTIFY_FRAMES.out.stats.map { meta, stats -> [[id: "identify_stats_${meta.id}"], [stats], ['pipeline_info/identify']] },
-            EMBED_DNA.out.dnabert.map { meta, folder -> [[id: "dnabert_${meta.id}"], [folder], ['dnabert']] },
-            EMBED_DNA.out.stats.map { meta, stats -> [[id: "dnabert_stats_${meta.id}"], [stats], ['pipeline_info/embed_dna']] },
-            EMBED_PROTEINS.out.esm.map { meta, folder -> [[id: "esm_${meta.id}"], [folder], ['esm']] },
-            EMBED_PROTEINS.out.stats.map { meta, stats -> [[id: "esm_stats_${meta.id}"], [stats], ['pipeline_info/embed']] },
-            MERGE_FEATURES.out.merged.map { meta, folder -> [[id: "merged_${meta.id}"], [folder], ['data_merge']] },
-            MERGE_FEATURES.out.stats.map { meta, stats -> [[id: "merge_stats_${meta.id}"], [stats], ['pipeline_info/merge']] },
-            REPORT.out.report.concat(REPORT.out.validation, ch_versions).collect()
+            IDENTIFY_FRAMES.out.stats.map { _meta, stats -> stats }.collect()
+                .map { files -> [[id: 'identify'], files, ['pipeline_info/identify'] * files.size()] },
+            SPLIT_IDENTIFIED.out.chunks.join(SPLIT_IDENTIFIED.out.stats).join(SPLIT_IDENTIFIED.out.identified, remainder: true)
+                .map { meta, chunks, stats, identified ->
+                    identified ? [[id: "split_${meta.id}"], [chunks, stats, identified], ['chunks', 'pipeline_info/split', 'identified']]
+                        : [[id: "split_${meta.id}"], [chunks, stats], ['chunks', 'pipeline_info/split']]
+                },
+            EMBED_DNA.out.dnabert.join(EMBED_DNA.out.stats)
+                .map { meta, folder, stats -> published('dnabert', ['dnabert', 'pipeline_info/embed_dna'])(meta, [folder, stats]) },
+            EMBED_PROTEINS.out.esm.join(EMBED_PROTEINS.out.stats)
+                .map { meta, folder, stats -> published('esm', ['esm', 'pipeline_info/embed'])(meta, [folder, stats]) },
+            MERGE_FEATURES.out.merged.join(MERGE_FEATURES.out.stats)
+                .map { meta, folder, stats -> published('merged', ['data_merge', 'pipeline_info/merge'])(meta, [folder, stats]) },
+            REPORT.out.report.concat(REPORT.out.validation, REPORT.out.versions).collect()
                 .map { files -> [[id: 'report'], files, ['.', 'pipeline_info', 'pipeline_info']] },
         )
     PUBLISH(ch_publish, outdir)

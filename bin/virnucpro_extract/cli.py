@@ -274,6 +274,11 @@ def validate(table, manifest, outdir, allow_missing, workers, out, sample):
 @click.option("--dna_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Statistics of one embed-dna task (<task>.embed_dna.json; repeat per task), where DNABERT-S "
                    "was computed.")
+@click.option("--identify_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Statistics of one identify task (repeat per task), for prefixes started from genomes.")
+@click.option("--split_stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Statistics of one split task (repeat per prefix split here).")
+@click.option("--plan", "plan_json", type=click.Path(exists=True, dir_okay=False), help="plan.json of PLAN_CHUNKS.")
 @click.option("--params_json", type=click.Path(exists=True, dir_okay=False), help="The run's params as JSON.")
 @click.option("--versions", "versions_yml", type=click.Path(exists=True, dir_okay=False),
               help="The run's pipeline_info/versions.yml (software of every process); default: this environment's.")
@@ -282,21 +287,24 @@ def validate(table, manifest, outdir, allow_missing, workers, out, sample):
 @click.option("--versions_out", default=None, help="Also write the software versions shown as JSON here.")
 @click.option("--out", default="report.html", show_default=True)
 @reports_input_errors
-def report(validations, samples, preflight_json, embed_stats, merge_stats, dna_stats, params_json, versions_yml,
-           nextflow_version, validation_out, versions_out, out):
+def report(validations, samples, preflight_json, embed_stats, merge_stats, dna_stats, identify_stats, split_stats,
+           plan_json, params_json, versions_yml, nextflow_version, validation_out, versions_out, out):
     """Write the self-contained HTML report of a run."""
     from .files import load_pt
     from .report import (build_report, combine_samples, combine_validations, merge_chunk_stats, package_versions,
-                         read_stats, read_versions)
+                         read_stats, read_versions, starting_points)
 
     read = lambda p: read_stats(p) if p else {}
     validation = combine_validations([read(p) for p in validations])
     sample = combine_samples([load_pt(p) for p in samples])
     versions = read_versions(versions_yml) if versions_yml else package_versions()
-    html = build_report(validation, sample, read(preflight_json), [read(p) for p in embed_stats],
+    preflight, plan_document = read(preflight_json), read(plan_json)
+    stages = starting_points(preflight, [read(p) for p in identify_stats], [read(p) for p in split_stats], plan_document)
+    html = build_report(validation, sample, preflight, [read(p) for p in embed_stats],
                         merge_chunk_stats([read(p) for p in merge_stats]),
                         {k: v for k, v in read(params_json).items() if not k.startswith("_")}, nextflow_version,
-                        dna_stats=[read(p) for p in dna_stats], versions=versions)
+                        dna_stats=[read(p) for p in dna_stats], versions=versions, stages=stages,
+                        not_embedded=plan_document.get("not_embedded", []))
     write_text(out, html)
     if validation_out:
         write_json(validation_out, validation)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,9 @@ class CdsIndex:
         """For each query, whether it lies within one translation (VirNucPro's `any(q in p for p in list)`)."""
         if not self.any:
             return [False] * len(queries)
+        if len(self.text) * len(queries) < 30_000_000:  # a small record: scanning costs less than indexing
+            text = self.text
+            return [q in text for q in queries]
         long = [i for i, q in enumerate(queries) if len(q) >= self.K]
         found = [(q in self.text) if len(q) < self.K else False for q in queries]
         if long:
@@ -171,21 +175,23 @@ class IdentifyStats:
 def translated_phases(sequence: bytes) -> tuple[list[str], np.ndarray, list[int]]:
     """A strand translated whole in its three phases (a codon holding another letter as '?').
 
-    Returns the protein of each phase, the running count of stops of the three phases laid end to end
+    Every position's codon is coded and translated in one pass; phase p is every third of those from p. Returns
+    the protein of each phase, the running count of stops of the three phases laid end to end
     (`stops[offsets[p] + j]`: stops among the first j codons of phase p) and those offsets.
     """
     codes = _CODE[np.frombuffer(sequence, dtype=np.uint8)]
+    if len(codes) < 3:
+        return ["", "", ""], np.zeros(3, dtype=np.int32), [0, 1, 2]
+    amino = _AMINO5[codes[:-2] * np.uint8(25) + codes[1:-1] * np.uint8(5) + codes[2:]]  # <= 124: uint8 throughout
+    stop = amino == ord("*")
     proteins, running, offsets, offset = [], [], [], 0
     for phase in range(3):
-        n = max(0, (len(codes) - phase) // 3)
-        c = codes[phase: phase + 3 * n]
-        amino = _AMINO5[c[0::3] * np.uint8(25) + c[1::3] * np.uint8(5) + c[2::3]]  # <= 124: uint8 throughout
-        proteins.append(amino.tobytes().decode("ascii"))
-        counts = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(amino == ord("*"), out=counts[1:])
+        proteins.append(amino[phase::3].tobytes().decode("ascii"))
+        counts = np.zeros(len(proteins[-1]) + 1, dtype=np.int32)
+        np.cumsum(stop[phase::3], out=counts[1:])
         running.append(counts)
         offsets.append(offset)
-        offset += n + 1
+        offset += len(counts)
     return proteins, np.concatenate(running), offsets
 
 
@@ -278,38 +284,142 @@ def open_text(path) -> io.TextIOBase:
     return open(path, encoding="ascii", errors="replace")
 
 
-def fasta_records(path):
-    """(id, sequence) of each record of a genome FASTA (plain or .gz), streamed with Biopython."""
-    from Bio.SeqIO.FastaIO import SimpleFastaParser
+def open_binary(path):
+    """A binary handle on a plain or gzip-compressed file."""
+    path = Path(path)
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
-    with open_text(path) as handle:
-        for title, sequence in SimpleFastaParser(handle):
-            yield (title.split(None, 1)[0] if title.strip() else ""), sequence
+
+def fasta_records(path, block_size: int = 1 << 22):
+    """(id, sequence) of each record of a genome FASTA (plain or .gz), streamed one record at a time.
+
+    Read in large blocks and split on header lines, not line by line: genome records are megabases long. Text
+    before the first '>' is skipped, the id is the header up to the first white space (Biopython's record.id) and
+    the sequence is every other line joined with white space removed, as Biopython's FASTA parser gives them.
+    Protein and read chunk files go through `fasta.read_fasta`, which checks every line; PREFLIGHT checks a genome
+    FASTA's letters record by record.
+    """
+    with open_binary(path) as handle:
+        pending, started = b"", False
+        while True:
+            block = handle.read(block_size)
+            pending += block
+            if not started:
+                first = pending.find(b">") if pending.startswith(b">") else pending.find(b"\n>") + 1
+                if first <= 0 and not pending.startswith(b">"):
+                    pending = pending[-1:] if block else b""
+                    if not block:
+                        return
+                    continue
+                pending, started = pending[first:], True
+            if block:
+                cut = pending.rfind(b"\n>")
+                if cut < 0:
+                    continue
+                complete, pending = pending[:cut], pending[cut + 1:]
+            else:
+                complete, pending = pending, b""
+            for text in complete.split(b"\n>"):
+                yield _fasta_record(text if text.startswith(b">") else b">" + text)
+            if not block:
+                return
+
+
+def _fasta_record(text: bytes) -> tuple[str, str]:
+    newline = text.find(b"\n")
+    header, body = (text[1:newline], text[newline + 1:]) if newline >= 0 else (text[1:], b"")
+    words = header.split(None, 1)
+    return (words[0].decode("ascii", errors="replace") if words else "",
+            body.translate(None, b" \t\r\n").decode("ascii", errors="replace"))
+
+
+def fasta_ids(path, block_size: int = 1 << 22) -> list[str]:
+    """The record ids of a FASTA, from its header lines only (read in large blocks)."""
+    ids, tail = [], b"\n"
+    with open_binary(path) as handle:
+        while block := handle.read(block_size):
+            text = tail + block
+            cut = text.rfind(b"\n")
+            for found in re.finditer(rb"\n>([^\s]*)", text[: cut + 1] if cut >= 0 else text):
+                ids.append(found.group(1).decode("ascii", errors="replace"))
+            tail = text[cut:] if cut >= 0 else text
+        if tail.startswith(b"\n>"):
+            found = re.match(rb"\n>([^\s]*)", tail)
+            ids.append(found.group(1).decode("ascii", errors="replace"))
+    return ids
+
+
+_FEATURE_KEY = re.compile(rb"^     (\S+)", re.M)
+_TRANSLATION = re.compile(rb'/translation="([^"]*)"')
+_SECTION_END = re.compile(rb"^\S", re.M)
+
+
+def genbank_blocks(path, block_size: int = 1 << 22):
+    """Each record of a GenBank file (plain or .gz) as bytes, up to its '//' line: one record in memory at a time."""
+    with open_binary(path) as handle:
+        buffer = b""
+        while True:
+            block = handle.read(block_size)
+            buffer += block
+            while True:
+                end = buffer.find(b"\n//")
+                if end < 0:
+                    break
+                yield buffer[: end + 1]
+                rest = buffer.find(b"\n", end + 3)
+                buffer = buffer[rest + 1:] if rest >= 0 else b""
+            if not block:
+                break
+        if buffer.strip():
+            yield buffer
 
 
 def cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[str]]:
-    """{record id: the /translation of each CDS feature}, for the records in `wanted` (all if None), streamed
-    with Biopython one record at a time. A CDS without /translation counts as an empty one, as in VirNucPro."""
-    from Bio import SeqIO
+    """{record id: the /translation of each CDS feature, in file order}, for the records in `wanted` (all if None).
 
+    A scan for just what VirNucPro takes from the GenBank file, one record at a time: the record id as Biopython
+    gives it (VERSION's accession.version, else the accession, else the LOCUS name) and each CDS feature's
+    /translation, joined across lines with white space removed, as Biopython reads it; a CDS without one counts
+    as an empty translation, as in VirNucPro. Biopython parses every file in PREFLIGHT (which reports what does not
+    parse); parsing again here with it would cost more than the rest of the identification, so this reads only
+    those qualifiers (tests/test_genomes.py checks that the two agree).
+    """
     translations = {}
-    with open_text(genbank) as handle:
-        for record in SeqIO.parse(handle, "genbank"):
-            if wanted is not None and record.id not in wanted:
-                continue
-            translations[record.id] = [feature.qualifiers.get("translation", [""])[0]
-                                       for feature in record.features if feature.type == "CDS"]
+    for block in genbank_blocks(genbank):
+        features_at = block.find(b"\nFEATURES")
+        header = block[: features_at if features_at >= 0 else len(block)]
+        record_id = _record_id(_first_word(header, rb"^LOCUS\s+(\S+)"), _first_word(header, rb"^ACCESSION\s+(\S+)"),
+                               _first_word(header, rb"^VERSION\s+(\S+)"))
+        if wanted is not None and record_id not in wanted:
+            continue
+        cds = []
+        if features_at >= 0:
+            body_start = block.find(b"\n", features_at + 1) + 1
+            end = _SECTION_END.search(block, body_start)
+            table = block[body_start: end.start() if end else len(block)]
+            keys = list(_FEATURE_KEY.finditer(table))
+            for index, key in enumerate(keys):
+                if key.group(1) != b"CDS":
+                    continue
+                stop = keys[index + 1].start() if index + 1 < len(keys) else len(table)
+                found = _TRANSLATION.search(table, key.end(), stop)
+                cds.append(found.group(1).translate(None, b" \t\r\n").decode("ascii", errors="replace") if found else "")
+        translations[record_id] = cds
     return translations
 
 
-def fasta_ids(path) -> list[str]:
-    """The record ids of a FASTA, from its header lines only."""
-    ids = []
-    with open_text(path) as handle:
-        for line in handle:
-            if line.startswith(">"):
-                ids.append(line[1:].split(None, 1)[0] if line[1:].strip() else "")
-    return ids
+def _first_word(header: bytes, pattern: bytes) -> str | None:
+    found = re.search(pattern, header, re.M)
+    return found.group(1).decode("ascii", errors="replace") if found else None
+
+
+def _record_id(name, accession, version) -> str:
+    """Biopython's record.id: VERSION's accession.version, else the accession, else the LOCUS name."""
+    if version and version.count(".") == 1 and version.split(".")[1].isdigit():
+        return version
+    return version or accession or name or ""
 
 
 def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_out,

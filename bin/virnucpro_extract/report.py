@@ -80,6 +80,41 @@ def read_versions(path) -> dict:
     return {tool: ", ".join(versions) for tool, versions in sorted(found.items())}
 
 
+def starting_points(preflight: dict, identify_stats: list[dict], split_stats: list[dict], plan: dict) -> list[dict]:
+    """One row per prefix: the stage it started from (chunks as given, unsplit identified FASTA, RefSeq genomes)
+    and what each stage gave: genome files, records, reads, reads dropped for ambiguous bases, frames kept, chunk
+    files full and short, and the records of short files that were not embedded."""
+    rows = {p["prefix"]: {"prefix": p["prefix"], "label": p["label"], "stage": p["stage"], "genome_files": 0,
+                          "records": None, "reads": None, "reads_ambiguous": None, "frames_kept": None,
+                          "records_not_in_genbank": 0, "records_without_cds": 0, "chunk_files_full": None,
+                          "chunk_files_short": None, "records_not_embedded": 0}
+            for p in preflight.get("prefixes", [])}
+    genome_files = defaultdict(set)
+    for job in preflight.get("identify_jobs", []):
+        genome_files[job["prefix"]].add(job["fasta"])
+    for prefix, fastas in genome_files.items():
+        if prefix in rows:
+            rows[prefix]["genome_files"] = len(fastas)
+    for stats in identify_stats:
+        prefix = stats.get("prefix") or (stats.get("_name") or "").split(".shard_")[0]
+        row = rows.get(prefix)
+        if row is None:
+            continue
+        for key in ("records", "reads", "reads_ambiguous", "frames_kept"):
+            row[key] = (row[key] or 0) + int(stats.get(key, 0))
+        row["records_not_in_genbank"] += len(stats.get("records_without_genbank", []))
+        row["records_without_cds"] += len(stats.get("records_without_cds", []))
+    for stats in split_stats:
+        row = rows.get(stats.get("prefix"))
+        if row is not None:
+            row["chunk_files_full"] = sum(bool(c.get("full")) for c in stats.get("chunks", []))
+            row["chunk_files_short"] = sum(not c.get("full") for c in stats.get("chunks", []))
+    for short in plan.get("not_embedded", []):
+        if short["group"] in rows:
+            rows[short["group"]]["records_not_embedded"] += int(short.get("records", 0))
+    return [rows[k] for k in sorted(rows)]
+
+
 def read_stats(path) -> dict:
     """A JSON statistics file with where it came from: `_name` (file name) and `_mtime` (when written, epoch s)."""
     path = Path(path)
@@ -503,7 +538,8 @@ def dna_rows(dna_stats: list[dict], preflight: dict, params: dict) -> list[list]
 
 def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: list[dict], merge_stats: list[dict],
                  params: dict, nextflow_version: str = "", generated_at: dt.datetime | None = None,
-                 dna_stats: list[dict] = (), versions: dict | None = None) -> str:
+                 dna_stats: list[dict] = (), versions: dict | None = None, stages: list[dict] = (),
+                 not_embedded: list[dict] = ()) -> str:
     """The report's HTML. Documents are the pipeline's JSON files as dicts (with `_name`/`_mtime` from
     `read_stats` where known); `sample` is validate's feature sample; `dna_stats` are EMBED_DNA's."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc)
@@ -611,6 +647,7 @@ def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: l
         f"{len(dropped)} ids dropped (--allow_missing {'on' if params.get('allow_missing') else 'off'}).</p>"
         + _table(["group", "label", "chunks", "proteins", f"truncated (> {max_length})", "dropped ids",
                   "merged rows"], data_rows, "data", foot)
+        + stages_html(stages, not_embedded, preflight.get("warnings", []), params)
         + ("<h3>Dropped ids</h3><p class='note'>Ids present on one side only, dropped by --allow_missing"
            + (f"; the first {MAX_LISTED} of {len(dropped)} are listed, all are in "
               "<code>pipeline_info/merge/*.merge.json</code>" if len(dropped) > MAX_LISTED else "") + ".</p>"
@@ -702,6 +739,32 @@ def build_report(validation: dict, sample: dict, preflight: dict, embed_stats: l
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>virnucpro-extract report: validation {status}</title><style>{STYLE}</style></head>"
             f"<body>{body}{footer}</body></html>\n")
+
+
+def stages_html(stages: list[dict], not_embedded: list[dict], warnings: list[str], params: dict) -> str:
+    """The 'Starting points' table (only when some prefix started before the chunk files), the short chunk files
+    left out, and PREFLIGHT's warnings."""
+    if not any(s["stage"] != "chunks" for s in stages):
+        return ""
+    show = lambda v: "-" if v is None else v  # noqa: E731
+    rows = [[s["prefix"], s["label"], s["stage"], s["genome_files"] or "-", show(s["records"]), show(s["reads"]),
+             show(s["reads_ambiguous"]), show(s["frames_kept"]), show(s["chunk_files_full"]),
+             show(s["chunk_files_short"]), s["records_not_embedded"]] for s in stages]
+    html_text = ("<h3>Starting points</h3><p class='note'>Each prefix starts from its most advanced stage: chunk files "
+                 "as given, unsplit identified FASTA (split here), or RefSeq genomes (reads of "
+                 f"{params.get('read_length', 300)} bp and their frames made here, VirNucPro's rules). Split files hold "
+                 f"{params.get('sequences_per_file', 10000):,} records; a short last file is "
+                 + ("embedded (--keep_partial_files)." if params.get("keep_partial_files") else
+                    "not embedded (VirNucPro's rule; --keep_partial_files embeds it).") + "</p>"
+                 + _table(["prefix", "label", "started from", "genome files", "records", "reads",
+                           "reads dropped (ambiguous bases)", "frames kept", "chunk files full", "short",
+                           "records not embedded"], rows, "data"))
+    if not_embedded:
+        html_text += ("<h3>Short chunk files not embedded</h3>"
+                      + _table(["chunk", "records"], [[s["key"], s["records"]] for s in not_embedded], "data"))
+    if warnings:
+        html_text += "<h3>Warnings</h3><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>"
+    return html_text
 
 
 STYLE = """

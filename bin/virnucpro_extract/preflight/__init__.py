@@ -87,10 +87,10 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
         errors += earlier_errors
     else:
         jobs = [dict(_job_base(stage), shard=1, shards=1, first=0, last=None) for stage in earlier]
-    if errors:
-        raise InputErrors(errors)
     for line in warnings:
         print(line, file=sys.stderr)
+    if errors:
+        raise InputErrors(errors)
     per_task = int(params.get("chunks_per_task") or DEFAULT_CHUNKS_PER_TASK)
     for index, row in enumerate(sorted(rows, key=lambda r: r["key"])):
         row["task_group"] = index // per_task

@@ -6,10 +6,9 @@
 process PLAN_CHUNKS {
     tag "${meta.id}"
     label 'process_single'
-    cache 'deep'    // the candidates file is written anew on every run; its content is what matters
 
     input:
-    tuple val(meta), path(candidates)
+    tuple val(meta), val(candidates)   // CSV text: every chunk, given or split here
 
     output:
     path 'chunks.csv', emit: manifest
@@ -22,12 +21,18 @@ process PLAN_CHUNKS {
     script:
     def args = task.ext.args ?: ''
     """
-    virnucpro-extract plan --candidates ${candidates} --balance_hosts ${meta.balance} --out plan.json --manifest chunks.csv ${args}
+    printf '%s' ${shellQuote(candidates)} > candidates.csv
+    virnucpro-extract plan --candidates candidates.csv --balance_hosts ${meta.balance} --out plan.json --manifest chunks.csv ${args}
     """
 
     stub:
     def args = task.ext.args ?: ''
     """
-    virnucpro-extract plan --candidates ${candidates} --balance_hosts ${meta.balance} --out plan.json --manifest chunks.csv ${args}
+    printf '%s' ${shellQuote(candidates)} > candidates.csv
+    virnucpro-extract plan --candidates candidates.csv --balance_hosts ${meta.balance} --out plan.json --manifest chunks.csv ${args}
     """
+}
+
+def shellQuote(text) {
+    "'" + text.toString().replace("'", "'\\''") + "'"
 }

@@ -13,12 +13,16 @@ process REPORT {
     path embed_stats, stageAs: 'stats/embed/*'
     path merge_stats, stageAs: 'stats/merge/*'
     path dna_stats  , stageAs: 'stats/dna/*'     // EMBED_DNA's, where DNABERT-S was computed (may be none)
-    path versions_yml
+    path identify_stats, stageAs: 'stats/identify/*'   // IDENTIFY_FRAMES', for prefixes started from genomes
+    path split_stats, stageAs: 'stats/split/*'   // SPLIT_IDENTIFIED's
+    path plan_json
+    val versions_yml    // nf-core's versions.yml, from every process's `topic: versions` outputs
     val params_json
 
     output:
     path 'report.html'    , emit: report
     path 'validation.json', emit: validation
+    path 'versions.yml'   , emit: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -27,6 +31,7 @@ process REPORT {
     def repeat = { option, files -> (files instanceof List ? files : [files]).collect { f -> "${option} ${f}" }.join(' ') }
     """
     printf '%s\\n' ${shellQuote(params_json)} > params.json
+    printf '%s' ${shellQuote(versions_yml)} > versions.yml
     virnucpro-extract report \\
         ${repeat('--validation', validations)} \\
         ${repeat('--sample', samples)} \\
@@ -34,7 +39,10 @@ process REPORT {
         ${repeat('--embed_stats', embed_stats)} \\
         ${repeat('--merge_stats', merge_stats)} \\
         ${repeat('--dna_stats', dna_stats)} \\
-        --versions ${versions_yml} \\
+        ${repeat('--identify_stats', identify_stats)} \\
+        ${repeat('--split_stats', split_stats)} \\
+        --plan ${plan_json} \\
+        --versions versions.yml \\
         --params_json params.json \\
         --nextflow_version ${workflow.nextflow.version} \\
         --validation_out validation.json \\
@@ -43,6 +51,7 @@ process REPORT {
 
     stub:
     """
+    printf '%s' ${shellQuote(versions_yml)} > versions.yml
     echo '{"passed": true, "checks_run": 0, "checks_failed": 0, "checks": [], "chunks": []}' > validation.json
     echo '<!DOCTYPE html><html><body>stub run: no report</body></html>' > report.html
     """

@@ -181,7 +181,9 @@ def test_hard_links_across_file_systems_are_refused_by_the_head(tmp_path, demo_d
     assert lines[0].startswith(f"error: {outdir}: --publish_dir_mode link: outdir (")
     assert "another file system" in lines[0] and "— pass --publish_dir_mode copy" in lines[0]
     assert not LOG_LINE.search(run.stdout)
-    assert not outdir.exists()
+    # Nextflow itself opens its trace files under --outdir/pipeline_info at start; nothing of the pipeline's
+    assert not (outdir / "esm").exists() and not (outdir / "pipeline_info" / "params.json").exists()
+    shutil.rmtree(outdir.parent, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------

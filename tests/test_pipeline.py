@@ -16,7 +16,8 @@ from conftest import (DNABERT_DIM, ESM_DIM, MERGED_DIM, SCHEMA, cli, cosine_rows
                       nextflow_output, read_fasta_records, write_samplesheet)
 
 pytestmark = pytest.mark.pipeline
-PROCESSES = ("PREFLIGHT", "EMBED_PROTEINS", "MERGE_FEATURES", "VALIDATE_OUTPUTS", "REPORT", "PUBLISH", "FINALISE_OUTDIR")
+PROCESSES = ("PREFLIGHT", "PLAN_CHUNKS", "EMBED_PROTEINS", "MERGE_FEATURES", "VALIDATE_OUTPUTS", "REPORT", "PUBLISH",
+             "FINALISE_OUTDIR")
 UNCACHED = ("PUBLISH", "FINALISE_OUTDIR")  # cache false: they publish on every run
 LOG_LINE = re.compile(r"^\[[0-9a-f]{2}/[0-9a-f]{6}\] (Submitted|Cached) process > VIRNUCPRO_EXTRACT:(\w+) ")
 
@@ -92,7 +93,7 @@ def test_outputs_in_contract_layout(pipeline_run, demo_data, tiny_model):
     assert {r["status"] for r in rows} == {"COMPLETED"}
     count = {name: sum(process_name(r) == name for r in rows) for name in PROCESSES}
     groups = count["EMBED_PROTEINS"]  # one merge and one validation task per task group, not per chunk
-    assert count["PREFLIGHT"] == 1 and count["REPORT"] == 1 and count["FINALISE_OUTDIR"] == 1
+    assert count["PREFLIGHT"] == 1 and count["PLAN_CHUNKS"] == 1 and count["REPORT"] == 1 and count["FINALISE_OUTDIR"] == 1
     assert groups == 2 and count["MERGE_FEATURES"] == groups and count["VALIDATE_OUTPUTS"] == groups
     assert sum(count.values()) == len(rows)
 

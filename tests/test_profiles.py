@@ -222,7 +222,7 @@ def stub_run_in(engine_profile: str, engine: str, tmp_path: Path, demo_data: Pat
                    "--outdir", launch / "results", "--container", image, "-w", tmp_path / "work", *args, cwd=launch)
     assert run.returncode == 0, nextflow_output(run)[-6000:]
     launches = task_launches(tmp_path / "work", engine)
-    assert set(launches) == {"PREFLIGHT", "EMBED_PROTEINS", "MERGE_FEATURES", "VALIDATE_OUTPUTS", "REPORT"}
+    assert set(launches) == {"PREFLIGHT", "PLAN_CHUNKS", "EMBED_PROTEINS", "MERGE_FEATURES", "VALIDATE_OUTPUTS", "REPORT"}
     assert len(log.read_text().splitlines()) >= sum(map(len, launches.values())), "the stand-in did not run"
     return launches, launch / ".cache"
 

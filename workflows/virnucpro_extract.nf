@@ -44,12 +44,16 @@ def groupMeta(group, rows) {
     [id: "group_${group}", chunks: chunks]
 }
 
+// One CSV field, always quoted (paths may hold commas).
+def csvQuote(value) {
+    return '"' + (value == null ? '' : value.toString()).replace('"', '""') + '"'
+}
+
 // The manifest's columns, and two more for PLAN_CHUNKS: where a chunk comes from, and whether its file is full.
 def candidateCsv(rows) {
     def columns = ['key', 'id', 'group', 'label', 'protein_fasta', 'dnabert_embeddings', 'task_group', 'proteins',
                    'truncated', 'max_residues', 'nucleotide_fasta', 'compute_dnabert', 'origin', 'full']
-    def quote = { value -> '"' + (value == null ? '' : value.toString()).replace('"', '""') + '"' }
-    ([columns.join(',')] + rows.sort { row -> row.key }.collect { row -> columns.collect { c -> quote(row[c]) }.join(',') })
+    ([columns.join(',')] + rows.sort { row -> row.key }.collect { row -> columns.collect { c -> csvQuote(row[c]) }.join(',') })
         .join('\n') + '\n'
 }
 
@@ -202,7 +206,6 @@ workflow VIRNUCPRO_EXTRACT {
 
     // What goes where in --outdir: [meta, [files or folders], [target folder of each]], one PUBLISH per task's
     // outputs, as soon as the task ends.
-    def published = { name, targets -> { meta, files -> [[id: "${name}_${meta.id}"], files, targets] } }
     ch_publish = PREFLIGHT.out.summary.concat(PLAN_CHUNKS.out.manifest, PLAN_CHUNKS.out.plan).collect()
         .map { files -> [[id: 'plan'], files, ['pipeline_info'] * files.size()] }
         .mix(
@@ -214,11 +217,11 @@ workflow VIRNUCPRO_EXTRACT {
                         : [[id: "split_${meta.id}"], [chunks, stats], ['chunks', 'pipeline_info/split']]
                 },
             EMBED_DNA.out.dnabert.join(EMBED_DNA.out.stats)
-                .map { meta, folder, stats -> published('dnabert', ['dnabert', 'pipeline_info/embed_dna'])(meta, [folder, stats]) },
+                .map { meta, folder, stats -> [[id: "dnabert_${meta.id}"], [folder, stats], ['dnabert', 'pipeline_info/embed_dna']] },
             EMBED_PROTEINS.out.esm.join(EMBED_PROTEINS.out.stats)
-                .map { meta, folder, stats -> published('esm', ['esm', 'pipeline_info/embed'])(meta, [folder, stats]) },
+                .map { meta, folder, stats -> [[id: "esm_${meta.id}"], [folder, stats], ['esm', 'pipeline_info/embed']] },
             MERGE_FEATURES.out.merged.join(MERGE_FEATURES.out.stats)
-                .map { meta, folder, stats -> published('merged', ['data_merge', 'pipeline_info/merge'])(meta, [folder, stats]) },
+                .map { meta, folder, stats -> [[id: "merged_${meta.id}"], [folder, stats], ['data_merge', 'pipeline_info/merge']] },
             REPORT.out.report.concat(REPORT.out.validation, REPORT.out.versions).collect()
                 .map { files -> [[id: 'report'], files, ['.', 'pipeline_info', 'pipeline_info']] },
         )
@@ -240,7 +243,12 @@ workflow VIRNUCPRO_EXTRACT {
             return result
         }
 
-    emit:
+    // Assigned here and emitted by name: `emit: x = ...` fails under Nextflow 25.04's strict parser
+    // ("Missing workflow output parameter"); this form runs under both parsers.
     report = REPORT.out.report
     merged = MERGE_FEATURES.out.merged
+
+    emit:
+    report
+    merged
 }

@@ -28,19 +28,18 @@ process REPORT {
     task.ext.when == null || task.ext.when
 
     script:
-    def repeat = { option, files -> (files instanceof List ? files : [files]).collect { f -> "${option} ${f}" }.join(' ') }
     """
     printf '%s\\n' ${shellQuote(params_json)} > params.json
     printf '%s' ${shellQuote(versions_yml)} > versions.yml
     virnucpro-extract report \\
-        ${repeat('--validation', validations)} \\
-        ${repeat('--sample', samples)} \\
+        ${repeatOption('--validation', validations)} \\
+        ${repeatOption('--sample', samples)} \\
         --preflight ${preflight_json} \\
-        ${repeat('--embed_stats', embed_stats)} \\
-        ${repeat('--merge_stats', merge_stats)} \\
-        ${repeat('--dna_stats', dna_stats)} \\
-        ${repeat('--identify_stats', identify_stats)} \\
-        ${repeat('--split_stats', split_stats)} \\
+        ${repeatOption('--embed_stats', embed_stats)} \\
+        ${repeatOption('--merge_stats', merge_stats)} \\
+        ${repeatOption('--dna_stats', dna_stats)} \\
+        ${repeatOption('--identify_stats', identify_stats)} \\
+        ${repeatOption('--split_stats', split_stats)} \\
         --plan ${plan_json} \\
         --versions versions.yml \\
         --params_json params.json \\
@@ -59,4 +58,11 @@ process REPORT {
 
 def shellQuote(text) {
     "'" + text.toString().replace("'", "'\\''") + "'"
+}
+
+/*
+ * One `--option file` pair per staged file: a path input is a single path for one file and a list for several.
+ */
+def repeatOption(option, files) {
+    return (files instanceof List ? files : [files]).collect { f -> "${option} ${f}" }.join(' ')
 }

@@ -22,13 +22,12 @@ process SPLIT_IDENTIFIED {
 
     script:
     def args = task.ext.args ?: ''
-    def repeat = { option, files -> (files instanceof List ? files : [files]).collect { f -> "${option} ${f}" }.join(' ') }
     def genome = meta.stage == 'genomes' ? "--identified_outdir identified --genome '${meta.genome}'" : ''
     """
     virnucpro-extract split \\
         --prefix ${meta.prefix} \\
-        ${repeat('--protein', proteins)} \\
-        ${repeat('--nucleotide', nucleotides)} \\
+        ${repeatOption('--protein', proteins)} \\
+        ${repeatOption('--nucleotide', nucleotides)} \\
         --outdir chunks \\
         ${genome} \\
         --stats ${meta.id}.split.json \\
@@ -41,4 +40,11 @@ process SPLIT_IDENTIFIED {
     touch chunks/${meta.prefix}.identified_protein/output_1.fa chunks/${meta.prefix}.identified_nucleotide/output_1.fa
     echo '{"prefix": "${meta.prefix}", "chunks": [{"id": "output_1", "proteins": 0, "truncated": 0, "max_residues": 0, "full": true}]}' > ${meta.id}.split.json
     """
+}
+
+/*
+ * One `--option file` pair per staged file: a path input is a single path for one file and a list for several.
+ */
+def repeatOption(option, files) {
+    return (files instanceof List ? files : [files]).collect { f -> "${option} ${f}" }.join(' ')
 }

@@ -146,20 +146,25 @@ def paramValueProblems(given, properties) {
 }
 
 /*
+ * The path itself, or its nearest parent that exists (an --outdir not made yet lands on its parent's file system).
+ * Strict syntax has no `while`; a path has few parents, so they are listed and the deepest existing one taken.
+ */
+def nearestExisting(path) {
+    def absolute = java.nio.file.Paths.get(path.toString()).toAbsolutePath().normalize()
+    def candidates = (0..<absolute.nameCount).collect { depth -> absolute.root.resolve(absolute.subpath(0, depth + 1)) }
+    candidates = [absolute.root] + candidates
+    return candidates.reverse().find { candidate -> java.nio.file.Files.exists(candidate) }
+}
+
+/*
  * Hard links (the atomic default publish mode) cannot cross file systems: said here, before any work.
  */
 def publishModeProblems(outdir, workDir) {
     if (params.publish_dir_mode != 'link') {
         return []
     }
-    def target = java.nio.file.Paths.get(outdir.toString()).toAbsolutePath()
-    while (target != null && !java.nio.file.Files.exists(target)) {
-        target = target.parent
-    }
-    def work = java.nio.file.Paths.get(workDir.toString()).toAbsolutePath()
-    while (work != null && !java.nio.file.Files.exists(work)) {
-        work = work.parent
-    }
+    def target = nearestExisting(outdir)
+    def work = nearestExisting(workDir)
     if (target == null || work == null) {
         return []
     }
@@ -321,11 +326,17 @@ def completionMessage(run, outdir) {
  * --help, generated from nextflow_schema.json so the two never disagree; columns as wide as the longest name
  * and type, so every row lines up.
  */
+/*
+ * What --help shows as a parameter's type: its choices where the schema lists them.
+ */
+def helpType(spec) {
+    return spec['enum'] ? spec['enum'].join('|') : spec.type
+}
+
 def helpMessage(schemaPath, manifest) {
     def schema = new groovy.json.JsonSlurper().parse(new File(schemaPath.toString()))
     def groups = schema['$defs'] ?: schema['definitions'] ?: [:]
-    def typeOf = { spec -> spec['enum'] ? spec['enum'].join('|') : spec.type }
-    def rows = groups.collectMany { _key, group -> group.properties.collect { name, spec -> [name, typeOf(spec)] } }
+    def rows = groups.collectMany { _key, group -> group.properties.collect { name, spec -> [name, helpType(spec)] } }
     def nameWidth = rows.collect { row -> row[0].size() }.max() + 2
     def typeWidth = rows.collect { row -> row[1].size() }.max()
     def lines = [
@@ -343,7 +354,7 @@ def helpMessage(schemaPath, manifest) {
         }
         group.properties.each { name, spec ->
             def dflt = spec.containsKey('default') ? " [default: ${spec.default}]" : ''
-            lines << "  ${('--' + name).padRight(nameWidth)} ${typeOf(spec).padRight(typeWidth)}  ${spec.description}${dflt}"
+            lines << "  ${('--' + name).padRight(nameWidth)} ${helpType(spec).padRight(typeWidth)}  ${spec.description}${dflt}"
         }
         lines << ""
     }

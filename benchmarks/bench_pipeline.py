@@ -6,8 +6,8 @@ viral and half host, with their reads (300 bp) and no DNABERT-S files, so EMBED_
 code (bench_common.dnabert2_model_dir), both loaded by the worker's own loaders.
 
 Steps, each a `virnucpro-extract` process with the arguments its module gives it: preflight (schema, every file
-read), embed-dna (one task of all chunks), embed (one task of all chunks), merge (one process per chunk, as
-MERGE_FEATURES runs today), validate and report. Per step: wall seconds, peak host RSS of the process tree and peak
+read), embed-dna (one task of all chunks), embed (one task of all chunks), merge (one process for all chunks with
+--workers, as MERGE_FEATURES runs one task per group), validate and report. Per step: wall seconds, peak host RSS of the process tree and peak
 GPU memory in use (sampled every 0.2 s). End to end: proteins/s over the whole sequence, and its share of the embed
 step's own steady state (chunks 3.. of its progress lines) and of --steady (a bench_forward figure) when given.
 
@@ -126,6 +126,7 @@ def main():
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--dnabert_code", required=True, type=Path)
     parser.add_argument("--chunks", type=int, default=4 if SMOKE else 20)
+    parser.add_argument("--workers", type=int, default=4, help="merge and validate workers (the task's cpus)")
     parser.add_argument("--steady", type=float, help="steady-state tokens/s of the embed worker (bench_forward)")
     args = parser.parse_args()
     per_chunk = 50 if SMOKE else 10000
@@ -153,23 +154,19 @@ def main():
     steps["embed"] = run_step("embed", ["embed", *(f"{r['key']}={r['protein_fasta']}" for r in rows), "--outdir", "esm",
                                         "--esm_model", str(work / "esm"), *gpu, "--stats", "embed.json"],
                               work, work / "embed.log")
-    merge_rows = []
-    t_merge = time.perf_counter()
-    for r in rows:
-        merge_rows.append(run_step(f"merge {r['key']}", ["merge", "--dnabert", f"dnabert/{r['key']}_DNABERT_S.pt",
-                                                         "--esm", f"esm/{r['key']}_ESM.pt", "--label", r["label"],
-                                                         "--output", f"merged/{r['group']}_merged/{r['id']}_merged.pt",
-                                                         "--stats", f"merged/{r['group']}__{r['id']}.json"],
-                                   work, work / "merge.log"))
-    steps["merge"] = {"processes": len(merge_rows), "wall_s": round(time.perf_counter() - t_merge, 2),
-                      "peak_rss_gib": max(m["peak_rss_gib"] for m in merge_rows),
-                      "exit": max(m["exit"] for m in merge_rows)}
+    merge_table = ["key,group,id,label,dnabert_embeddings,esm,merged"] + [
+        ",".join([r["key"], r["group"], r["id"], r["label"], f"dnabert/{r['key']}_DNABERT_S.pt", f"esm/{r['key']}_ESM.pt",
+                  f"merged/{r['group']}_merged/{r['id']}_merged.pt"]) for r in rows]
+    (work / "merge.csv").write_text("\n".join(merge_table) + "\n")
+    steps["merge"] = run_step("merge", ["merge", "--table", "merge.csv", "--stats", "merge.json", "--workers",
+                                        str(args.workers)], work, work / "merge.log")
+    steps["merge"]["processes"] = 1
     table = ["key,group,id,label,protein_fasta,dnabert_embeddings,esm,merged"] + [
         ",".join([r["key"], r["group"], r["id"], r["label"], r["protein_fasta"], f"dnabert/{r['key']}_DNABERT_S.pt",
                   f"esm/{r['key']}_ESM.pt", f"merged/{r['group']}_merged/{r['id']}_merged.pt"]) for r in rows]
     (work / "outputs.csv").write_text("\n".join(table) + "\n")
     steps["validate"] = run_step("validate", ["validate", "--table", "outputs.csv", "--out", "validation.json",
-                                              "--sample", "sample.pt"], work, work / "validate.log")
+                                              "--sample", "sample.pt", "--workers", str(args.workers)], work, work / "validate.log")
     steps["report"] = run_step("report", ["report", "--validation", "validation.json", "--sample", "sample.pt",
                                           "--preflight", "pf/preflight.json", "--embed_stats", "embed.json",
                                           "--dna_stats", "embed_dna.json", "--out", "report.html"],

@@ -165,3 +165,159 @@ def test_report_helpers():
                          "chunks": [{"proteins": 10}]} for k in (10, 2, 1)])
     assert [t["task"] for t in tasks] == ["embed_1", "embed_2", "embed_10"]
     assert tasks[0]["per_second"] == 5 and tasks[0]["per_second_embedding"] == 10
+
+
+# ----------------------------------------------------------------------------------------------
+# The summary: what the page shows, as data (no markup)
+# ----------------------------------------------------------------------------------------------
+CHUNKS = (("viral.1.1/output_1", "viral", 20, 20, 1), ("viral.1.1/output_2", "viral", 15, 14, 2),
+          ("bacteria/output_1", "host", 10, 10, 0))  # key, label, proteins, merged rows, truncated
+CHECKS = ("esm rows finite", "merged rows finite")
+
+
+def documents(failing: tuple[str, str] | None = None) -> dict:
+    """Hand-written pipeline documents for `build_summary`: three chunks in two groups, two checks each;
+    `failing` = (chunk, check) fails that check (and, as validate does, skips the chunk's later ones)."""
+    checks = []
+    for key, *_ in CHUNKS:
+        for name in CHECKS:
+            passed = (key, name) != failing
+            checks.append({"chunk": key, "check": name, "passed": passed, "file": f"/out/{key}_merged.pt",
+                           "detail": "" if passed else "rows with NaN/Inf: 1", "fix": "re-run MERGE_FEATURES"})
+            if not passed:
+                break
+    validation = {"passed": failing is None, "checks_run": len(checks), "checks": checks,
+                  "chunks": [{"key": key, "group": key.split("/")[0], "label": label, "proteins": proteins,
+                              "rows": rows, "length_counts": {"100": proteins}}
+                             for key, label, proteins, rows, _ in CHUNKS]}
+    preflight = {"max_length": 1022, "truncated": sum(c[4] for c in CHUNKS),
+                 "chunks": [{"key": key, "truncated": truncated} for key, *_, truncated in CHUNKS]}
+    return {"validation": validation, "sample": {}, "preflight": preflight, "embed_stats": [], "merge_stats": [],
+            "params": {"max_length": 1022, "allow_missing": False}, "versions": {"python": "3"}}
+
+
+def summary_of(**changes) -> dict:
+    from virnucpro_extract.report import build_summary
+
+    return build_summary(**{**documents(), **changes})
+
+
+def assert_plain(value, where="summary"):
+    """Dicts (str or int keys), lists, str, numbers, bools and None only: no markup, no objects."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert isinstance(key, (str, int)), f"{where}: key {key!r}"
+            assert_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            assert_plain(item, f"{where}[{k}]")
+    else:
+        assert value is None or type(value) in (str, int, float, bool), f"{where}: {type(value).__name__}"
+
+
+def test_summary_is_plain_data_with_numbers_as_numbers():
+    summary = summary_of()
+    assert_plain(summary)
+    assert summary["data"]["proteins"] == 45 and summary["run"]["timing"]["embed_tasks"] == 0
+
+
+def test_summary_cards_count_the_checks():
+    passed = summary_of()
+    assert passed["status"] == "PASSED"
+    assert passed["cards"]["validation"] == {"passed": 6, "run": 6, "tone": "ok"}
+    failed = summary_of(**documents(failing=("viral.1.1/output_2", "esm rows finite")))
+    assert failed["status"] == "FAILED"
+    assert failed["cards"]["validation"] == {"passed": 4, "run": 5, "tone": "bad"}
+    assert failed["validation"]["checks_passed"] == 4 and failed["validation"]["chunks"] == 3
+
+
+def test_summary_groups_sum_proteins_and_truncated_counts():
+    summary = summary_of()
+    assert summary["data"]["groups"] == [
+        {"group": "bacteria", "label": "host", "chunks": 1, "proteins": 10, "truncated": 0, "dropped": 0, "rows": 10},
+        {"group": "viral.1.1", "label": "viral", "chunks": 2, "proteins": 35, "truncated": 3, "dropped": 0,
+         "rows": 34}]
+    assert [(t["label"], t["proteins"], t["truncated"]) for t in summary["data"]["totals"]] == [
+        ("viral", 35, 3), ("host", 10, 0)]
+    assert summary["cards"]["proteins"] == {"proteins": 45, "chunks": 3, "groups": 2, "tone": ""}
+    assert summary["cards"]["truncated"] == {"proteins": 3, "max_length": 1022, "tone": "warn"}
+    assert summary["plots"]["proteins_per_group"]["proteins"] == {"bacteria": 10, "viral.1.1": 35}
+
+
+def test_summary_lists_dropped_ids_with_where_they_were_present():
+    from virnucpro_extract.report.summary import MAX_LISTED
+
+    merge = [{"_name": "viral.1.1__output_2.merge.json", "dropped_dnabert_only": ["NC_9.1"],
+              "dropped_protein_only": ["NC_1.1", "NC_2.1"]}]
+    data = summary_of(merge_stats=merge, params={"allow_missing": True})["data"]
+    assert data["dropped"] == [{"chunk": "viral.1.1/output_2", "id": "NC_9.1", "only_in": "dnabert"},
+                               {"chunk": "viral.1.1/output_2", "id": "NC_1.1", "only_in": "protein"},
+                               {"chunk": "viral.1.1/output_2", "id": "NC_2.1", "only_in": "protein"}]
+    assert data["dropped_count"] == 3 and data["allow_missing"] is True
+    assert [g["dropped"] for g in data["groups"]] == [0, 3]
+    # Past MAX_LISTED the page lists the first ones; the count stays the whole.
+    many = [{"_name": "bacteria__output_1.merge.json",
+             "dropped_protein_only": [f"id{k}" for k in range(MAX_LISTED + 7)]}]
+    data = summary_of(merge_stats=many)["data"]
+    assert len(data["dropped"]) == MAX_LISTED and data["dropped_count"] == MAX_LISTED + 7
+
+
+def test_summary_failures_name_the_check_and_the_file():
+    summary = summary_of(**documents(failing=("bacteria/output_1", "merged rows finite")))
+    validation = summary["validation"]
+    assert validation["failures"] == [{"chunk": "bacteria/output_1", "check": "merged rows finite",
+                                       "file": "/out/bacteria/output_1_merged.pt", "detail": "rows with NaN/Inf: 1",
+                                       "fix": "re-run MERGE_FEATURES"}]
+    by_name = {c["check"]: c for c in validation["checks"]}
+    assert by_name["merged rows finite"] == {"number": 2, "check": "merged rows finite", "passed": False,
+                                             "chunks_passed": 2, "chunks_failed": 1,
+                                             "offending_files": ["/out/bacteria/output_1_merged.pt"]}
+    assert by_name["esm rows finite"]["passed"] is True
+    assert {r["chunk"]: r["results"] for r in validation["matrix"]}["bacteria/output_1"] == [True, False]
+
+
+def test_summary_shows_starting_points_only_when_a_prefix_started_before_the_chunk_files():
+    from virnucpro_extract.report import starting_points
+
+    prefixes = [{"prefix": "viral.1", "label": "viral", "stage": "genomes"},
+                {"prefix": "bacteria", "label": "host", "stage": "chunks"}]
+    as_chunks = starting_points({"prefixes": [{**prefixes[1]}]}, [], [], {})
+    chunks_only = summary_of(preflight={**documents()["preflight"], "warnings": ["a warning"]}, stages=as_chunks)
+    assert chunks_only["data"]["starting_points"] is None
+    assert chunks_only["data"]["warnings"] == ["a warning"]  # shown whatever the starting point
+
+    preflight = {**documents()["preflight"], "prefixes": prefixes, "warnings": ["2 genomes have no CDS"],
+                 "identify_jobs": [{"prefix": "viral.1", "fasta": "viral.1.1.genomic.fna.gz"}]}
+    plan = {"not_embedded": [{"key": "viral.1/output_3", "group": "viral.1", "records": 12}]}
+    stages = starting_points(preflight, [{"prefix": "viral.1", "records": 4, "reads": 90, "frames_kept": 80}],
+                             [{"prefix": "viral.1", "chunks": [{"full": True}, {"full": False}]}], plan)
+    shown = summary_of(preflight=preflight, stages=stages, not_embedded=plan["not_embedded"])["data"]["starting_points"]
+    assert [(r["prefix"], r["stage"], r["genome_files"], r["reads"], r["chunk_files_short"], r["records_not_embedded"])
+            for r in shown["rows"]] == [("bacteria", "chunks", 0, None, None, 0), ("viral.1", "genomes", 1, 90, 1, 12)]
+    assert shown["not_embedded"] == [{"chunk": "viral.1/output_3", "records": 12}]
+    assert summary_of(preflight=preflight, stages=stages)["data"]["warnings"] == ["2 genomes have no CDS"]
+
+
+def test_hostile_input_text_is_escaped_in_the_page_and_its_pictures():
+    """Group names, labels, check details and params come from files: they reach the page as text, never markup
+    (autoescape in the template, markupsafe in the SVG charts)."""
+    from virnucpro_extract.report import build_report
+
+    script, tag = "<script>alert(1)</script>", "\"'><img src=x>"
+    inputs = documents(failing=("viral.1.1/output_1", "esm rows finite"))
+    validation = inputs["validation"]
+    validation["chunks"][2].update(group=script, label=tag)
+    for check in validation["checks"]:
+        check.update(detail=f"{check['detail']} {script}", file=f"/out/{tag}.pt")
+    validation["checks"][0]["check"] = f"esm {script}"
+    page = build_report(**{**inputs, "params": {**inputs["params"], "outdir": tag, tag: script}})
+
+    assert "<script" not in page.lower() and "<img" not in page  # (the text "src=x" stays: not a tag)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&#34;&#39;&gt;&lt;img src=x&gt;" in page
+    text = text_of(page)
+    assert script in text and tag in text and "&lt;" not in text  # escaped exactly once
+    pictures = page[page.index("<section id='pictures'>"):page.index("<section id='validation'>")]
+    proteins_svg = pictures[pictures.index("<h3>Proteins per group</h3>"):].split("</svg>")[0]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in proteins_svg  # the bar's category label
+    lengths_svg = pictures[pictures.index("<h3>Protein length</h3>"):].split("</svg>")[0]
+    assert "&#34;&#39;&gt;&lt;img src=x&gt; (n=10)" in lengths_svg  # the legend's label

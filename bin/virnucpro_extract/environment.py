@@ -11,7 +11,7 @@ import sys
 # import name -> the name pip installs it by
 REQUIRED_PACKAGES = {"click": "click", "numpy": "numpy", "torch": "torch", "transformers": "transformers",
                      "tokenizers": "tokenizers", "safetensors": "safetensors", "huggingface_hub": "huggingface_hub",
-                     "jsonschema": "jsonschema", "Bio": "biopython"}
+                     "jsonschema": "jsonschema", "Bio": "biopython", "jinja2": "jinja2"}
 
 
 def missing_packages(names: dict = REQUIRED_PACKAGES) -> list[str]:

@@ -64,3 +64,16 @@ def dnabert2_model_dir(code_dir: Path, out_dir: Path, seed: int = 0, layers: int
     model = model_class(config_obj)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
     return out_dir
+
+
+def kernel_profile(embedder, tokens, sort_by: str = "self_cuda_time_total", rows: int = 16) -> list[str]:
+    """The top CUDA kernels over one embedding pass of `tokens`: where a worker's GPU time goes (printed, and
+    returned as lines for the results JSON)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        embedder.embed(tokens)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=70)
+    print(table, flush=True)
+    return table.splitlines()

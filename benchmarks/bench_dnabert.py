@@ -40,10 +40,9 @@ import torch
 from transformers import BertConfig, BertModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
+from bench_common import DEVICE, SMOKE, dnabert2_model_dir, timed  # noqa: E402
 from virnucpro_extract.embed import default_token_budget  # noqa: E402
 from virnucpro_extract.embed_dna import DnaEmbedder, ReadEncoder, load_dnabert_model  # noqa: E402
-
-from bench_common import DEVICE, SMOKE, dnabert2_model_dir, timed  # noqa: E402
 
 VOCAB, PAD, CLS, SEP = 4096, 0, 2, 3
 READS, ONE_AT_A_TIME_READS, REFERENCE_SAMPLE = (300, 40, 24) if SMOKE else (20000, 2000, 512)
@@ -124,18 +123,29 @@ def main():
     embeddings, seconds, peak = timed(lambda: one_at_a_time(fp32, reads[:ONE_AT_A_TIME_READS]))
     record("1_one_at_a_time_fp32", reads[:ONE_AT_A_TIME_READS], embeddings, seconds, peak, reference, sample, results)
 
-    for variant in args.variants.split(","):
-        precision, budget = variant.split("_")
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    def load(dtype):
         with torch.device(DEVICE):
             model = BertModel(bert_base_config()).eval()
         model.load_state_dict(state)
-        model = model.to(dtype).requires_grad_(False)
+        return model.to(dtype).requires_grad_(False)
+
+    time_worker_variants(args, doc, load, PAD, reads, reference, sample)
+    print(json.dumps(doc, indent=1))
+
+
+def time_worker_variants(args, doc: dict, load, pad_id: int, reads, reference, sample) -> None:
+    """The worker (DnaEmbedder) at each `--variants` precision_budget, timed after one whole warm-up pass (a short
+    one left the first variant measured below its speed); results written to --out after each variant."""
+    results = doc["results"]
+    for variant in args.variants.split(","):
+        precision, budget = variant.split("_")
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        model = load(dtype)
         if budget == "auto":
             budget = default_token_budget(DEVICE, 768, model.config.intermediate_size, torch.finfo(dtype).bits // 8)
-        embedder = DnaEmbedder(model, PAD, DEVICE, int(budget))
-        embedder.embed(reads)  # warm-up: a whole pass (a short one left the first variant measured below its speed)
-        embeddings, seconds, peak = timed(lambda: embedder.embed(reads))
+        embedder = DnaEmbedder(model, pad_id, DEVICE, int(budget))
+        embedder.embed(reads)
+        embeddings, seconds, peak = timed(lambda: embedder.embed(reads))  # noqa: B023 (called here)
         name = f"2_worker_{precision}_{budget}"
         record(name, reads, embeddings, seconds, peak, reference, sample, results)
         results[name]["x_vs_one_at_a_time"] = round(results[name]["reads_per_s"]
@@ -145,7 +155,6 @@ def main():
             torch.cuda.empty_cache()
         Path(args.out).write_text(json.dumps(doc, indent=1))
     Path(args.out).write_text(json.dumps(doc, indent=1))
-    print(json.dumps(doc, indent=1))
 
 
 def main_model_code(args):
@@ -173,24 +182,8 @@ def main_model_code(args):
     embeddings, seconds, peak = timed(lambda: one_at_a_time(fp32, reads[:ONE_AT_A_TIME_READS]))
     record("1_one_at_a_time_fp32", reads[:ONE_AT_A_TIME_READS], embeddings, seconds, peak, reference, sample, results)
     del fp32
-    for variant in args.variants.split(","):
-        precision, budget = variant.split("_")
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        model, _ = load_dnabert_model(model_dir, dtype, DEVICE)
-        if budget == "auto":
-            budget = default_token_budget(DEVICE, 768, model.config.intermediate_size, torch.finfo(dtype).bits // 8)
-        embedder = DnaEmbedder(model, encoder.pad_id, DEVICE, int(budget))
-        embedder.embed(reads)
-        embeddings, seconds, peak = timed(lambda: embedder.embed(reads))
-        name = f"2_worker_{precision}_{budget}"
-        record(name, reads, embeddings, seconds, peak, reference, sample, results)
-        results[name]["x_vs_one_at_a_time"] = round(results[name]["reads_per_s"]
-                                                    / results["1_one_at_a_time_fp32"]["reads_per_s"], 2)
-        del model, embedder
-        if not SMOKE:
-            torch.cuda.empty_cache()
-        Path(args.out).write_text(json.dumps(doc, indent=1))
-    Path(args.out).write_text(json.dumps(doc, indent=1))
+    time_worker_variants(args, doc, lambda dtype: load_dnabert_model(model_dir, dtype, DEVICE)[0], encoder.pad_id,
+                         reads, reference, sample)
     print(json.dumps(doc, indent=1))
 
 

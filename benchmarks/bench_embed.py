@@ -29,10 +29,9 @@ import torch
 from transformers import EsmConfig, EsmModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
+from bench_common import DEVICE, SMOKE, kernel_profile, timed  # noqa: E402
 from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, run_embed  # noqa: E402
 from virnucpro_extract.models import load_tokenizer  # noqa: E402
-
-from bench_common import DEVICE, SMOKE, timed  # noqa: E402
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 LENGTH_SETS = {"300bp_99_100": (99, 100, 20000), "mixed_40_166": (40, 166, 20000)}
@@ -213,7 +212,8 @@ def main():
             measure(f"4_worker_{variant}", lambda t: embedder.embed(t), tokens, reference, sample, results)
             results[f"4_worker_{variant}"]["warmup_s"] = round(warm, 1)
             if args.profile and variant == args.profile:
-                doc.setdefault("profiles", {})[f"{set_name}/{variant}"] = kernel_profile(embedder, tokens[:6000])
+                doc.setdefault("profiles", {})[f"{set_name}/{variant}"] = kernel_profile(
+                    embedder, tokens[:6000], sort_by="cuda_time_total", rows=18)
             del model, embedder
             torch.cuda.empty_cache()
         ratios(results)
@@ -224,18 +224,6 @@ def main():
         doc["whole_worker"] = whole_worker(args, state, encoder, doc, tmp)
         Path(args.out).write_text(json.dumps(doc, indent=1))
     print(json.dumps(doc, indent=1))
-
-
-def kernel_profile(embedder, tokens) -> list[str]:
-    """The top CUDA kernels by total time over a few batches: where the worker's time goes."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        embedder.embed(tokens)
-        torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70)
-    print(table, flush=True)
-    return table.splitlines()
 
 
 def whole_worker(args, state, encoder, doc, tmp: Path) -> dict:

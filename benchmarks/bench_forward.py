@@ -29,13 +29,19 @@ import torch
 from transformers import EsmModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
+from bench_embed import (  # noqa: E402
+    LENGTH_SETS,
+    REFERENCE_SAMPLE,
+    esm2_650m_config,
+    faithfulness,
+    plain_batcher,
+    random_proteins,  # noqa: E402
+)
+
+from bench_common import DEVICE, SMOKE, kernel_profile, timed  # noqa: E402
 from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, plan_packed_batches  # noqa: E402
 from virnucpro_extract.esm_forward import EsmInferenceEncoder  # noqa: E402
 from virnucpro_extract.models import load_tokenizer  # noqa: E402
-
-from bench_common import DEVICE, SMOKE, timed  # noqa: E402
-from bench_embed import LENGTH_SETS, REFERENCE_SAMPLE, esm2_650m_config, faithfulness, plain_batcher  # noqa: E402
-from bench_embed import random_proteins  # noqa: E402
 
 # name -> (forward, token budget, compiled, gelu epilogue, min_uniform_share, inductor options)
 VARIANTS = {
@@ -162,18 +168,6 @@ def main():
         Path(args.out).write_text(json.dumps(doc, indent=1))
     Path(args.out).write_text(json.dumps(doc, indent=1))
     print(json.dumps({s: {k: v.get("tokens_per_s", v) for k, v in r.items()} for s, r in doc["sets"].items()}, indent=1))
-
-
-def kernel_profile(embedder, tokens) -> list[str]:
-    """Top CUDA kernels by GPU time over a few batches: where the fast forward's time goes."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        embedder.embed(tokens)
-        torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=16, max_name_column_width=60)
-    print(table, flush=True)
-    return table.splitlines()
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import torch
+from bench_embed import esm2_650m_config, random_proteins
 from transformers import EsmModel
 
 from bench_common import DEVICE, SMOKE
-from bench_embed import esm2_650m_config, random_proteins
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "bin" / "virnucpro-extract"

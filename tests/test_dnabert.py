@@ -14,11 +14,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_pipeline import files_under
 
-from conftest import (DNABERT_DIM, MERGED_DIM, cli, demo_chunks, expect_errors, nextflow, nextflow_output,
-                      read_fasta_records, write_fasta, write_samplesheet)
-from test_pipeline import files_under, process_name, trace_rows
-from virnucpro_extract.testdata import make_demo_data, make_test_remote_dna_model
+from conftest import (
+    DNABERT_DIM,
+    MERGED_DIM,
+    cli,
+    demo_chunks,
+    expect_errors,
+    nextflow,
+    nextflow_output,
+    read_fasta_records,
+    write_fasta,
+    write_samplesheet,
+)
+from virnucpro_extract.testdata import make_test_remote_dna_model
 
 BASES = "ACGT"
 
@@ -37,8 +47,8 @@ def random_reads(count: int, seed: int, min_len: int = 30, max_len: int = 400) -
 # ----------------------------------------------------------------------------------------------
 def test_batched_equals_one_at_a_time(tiny_dna_model, dna_reference):
     """Padded, masked batches (several per chunk, mixed lengths) give VirNucPro's one-at-a-time vectors, fp32 CPU."""
-    from virnucpro_extract.runtime import plan_batches
     from virnucpro_extract.embed_dna import DnaEmbedder, ReadEncoder, load_dnabert_model
+    from virnucpro_extract.runtime import plan_batches
 
     model, tokenizer = load_dnabert_model(tiny_dna_model, torch.float32, torch.device("cpu"))
     encoder = ReadEncoder(tokenizer)
@@ -183,13 +193,6 @@ def test_force_torch_attention_switches_off_flash_attention():
 # ----------------------------------------------------------------------------------------------
 # Preflight
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def fasta_only_data(session_dir) -> Path:
-    """The demo_data fixture's proteins (same seed and sizes) with nucleotide FASTA and no DNABERT-S files."""
-    return make_demo_data(session_dir / "fasta_only_data", viral_chunks=2, host_chunks=2, proteins_per_chunk=20,
-                          seed=1, nucleotides=True, dnabert=False)
-
-
 def manifest_rows(outdir: Path) -> dict[str, dict]:
     with open(outdir / "chunks.csv", newline="") as handle:
         return {row["key"]: row for row in csv.DictReader(handle)}
@@ -360,14 +363,3 @@ def test_samplesheet_run_mixing_computed_and_given_dnabert_equals_the_fasta_only
         ours, theirs = (torch.load(d / "data_merge" / name, weights_only=True) for d in (outdir, first))
         assert ours["ids"] == theirs["ids"] and ours["labels"] == theirs["labels"], name
         assert torch.equal(ours["data"], theirs["data"]), (name, (ours["data"] - theirs["data"]).abs().max())
-
-
-@pytest.mark.pipeline
-def test_stub_run_from_fasta_only(tmp_path, fasta_only_data, tiny_model, tiny_dna_model):
-    run = nextflow("-profile", "test", "-stub-run", "--data_dir", fasta_only_data, "--esm_model", tiny_model,
-                   "--dnabert_model", tiny_dna_model, "--outdir", tmp_path / "results", cwd=tmp_path)
-    assert run.returncode == 0, nextflow_output(run)[-6000:]
-    chunks = demo_chunks(fasta_only_data)
-    assert files_under(tmp_path / "results" / "dnabert") == {f"{c['group']}/{c['id']}_DNABERT_S.pt" for c in chunks}
-    order = [process_name(r) for r in trace_rows(tmp_path / "results")]
-    assert "EMBED_DNA" in order and "EMBED_PROTEINS" in order

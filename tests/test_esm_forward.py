@@ -8,8 +8,8 @@ import torch
 from transformers import EsmConfig, EsmModel
 
 from conftest import cli, demo_chunks
-from virnucpro_extract.runtime import plan_packed_batches
 from virnucpro_extract.esm_forward import EsmInferenceEncoder, esm_model_supported, pack_proteins
+from virnucpro_extract.runtime import plan_packed_batches
 
 CLS, PAD, EOS, MASK = 0, 1, 2, 32
 

@@ -18,8 +18,7 @@ import pytest
 import torch
 
 import virnucpro_rules as rules
-from conftest import (DNABERT_DIM, ESM_DIM, MERGED_DIM, REPO, cli, cosine_rows, expect_errors, nextflow,
-                      nextflow_output, read_fasta_records)
+from conftest import DNABERT_DIM, ESM_DIM, MERGED_DIM, REPO, cli, cosine_rows, expect_errors, nextflow, nextflow_output, read_fasta_records
 
 SENSE = [codon for codon, amino in rules.STANDARD_CODE.items() if amino != "*"]
 

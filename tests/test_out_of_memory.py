@@ -7,9 +7,9 @@ import torch
 
 from conftest import ERROR_LINE
 from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder
-from virnucpro_extract.runtime import split_on_out_of_memory
-from virnucpro_extract.models import load_esm_model, load_tokenizer
 from virnucpro_extract.errors import InputError
+from virnucpro_extract.models import load_esm_model, load_tokenizer
+from virnucpro_extract.runtime import split_on_out_of_memory
 
 
 def test_split_on_out_of_memory_runs_every_item_once_in_halves():

@@ -12,8 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import (DNABERT_DIM, ESM_DIM, MERGED_DIM, SCHEMA, cli, cosine_rows, demo_chunks, nextflow,
-                      nextflow_output, read_fasta_records, write_samplesheet)
+from conftest import (
+    DNABERT_DIM,
+    ESM_DIM,
+    MERGED_DIM,
+    SCHEMA,
+    cli,
+    cosine_rows,
+    demo_chunks,
+    nextflow,
+    nextflow_output,
+    read_fasta_records,
+    write_samplesheet,
+)
 
 pytestmark = pytest.mark.pipeline
 PROCESSES = ("PREFLIGHT", "PLAN_CHUNKS", "EMBED_PROTEINS", "MERGE_FEATURES", "VALIDATE_OUTPUTS", "REPORT", "PUBLISH",
@@ -156,15 +167,16 @@ def test_samplesheet_run_with_relative_paths_no_group_column_and_truncation(tmp_
     assert json.loads((outdir / "pipeline_info" / "preflight.json").read_text())["truncated"] == longer
 
 
-def test_help_prints_every_parameter_of_the_schema(tmp_path):
-    run = nextflow("--help", cwd=tmp_path)
+def test_help_prints_every_parameter_of_the_schema(help_run):
+    run = help_run
     assert run.returncode == 0, nextflow_output(run)
     schema = json.loads(SCHEMA.read_text())
     names = [name for group in schema["definitions"].values() for name in group["properties"]]
     assert len(names) >= 14
     missing = [name for name in names if not re.search(rf"^\s+--{re.escape(name)}\s", run.stdout, re.M)]
     assert not missing, f"--help lacks {missing}"
-    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+    work = help_run.launch / "work"
+    assert not work.exists() or not any(work.iterdir()), "--help ran a task"
 
 
 def test_bad_input_fails_in_preflight_before_any_embedding(tmp_path, demo_data, tiny_model):

@@ -19,20 +19,28 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli, expect_errors, nextflow, nextflow_output
+from virnucpro_extract.defaults import VERSION
 
-VERSION = "1.0.0dev"
-needs_nextflow = pytest.mark.skipif(shutil.which("nextflow") is None,
-                                    reason="nextflow not on PATH (run the suite with scripts/test.sh)")
+
+def needs_nextflow(test):
+    """Rendering a config launches Nextflow: the pipeline tier."""
+    skip = pytest.mark.skipif(shutil.which("nextflow") is None,
+                              reason="nextflow not on PATH (run the suite with scripts/test.sh)")
+    return pytest.mark.pipeline(skip(test))
 
 
 # ----------------------------------------------------------------------------------------------
 # Rendered configuration
 # ----------------------------------------------------------------------------------------------
-def rendered_config(profile: str, cwd: Path) -> dict[str, str]:
-    """`nextflow config -flat -profile <profile>` as {dotted name: value text}; closures keep their source."""
+def rendered_config(profile: str, cwd: Path, java_user: str | None = None) -> dict[str, str]:
+    """`nextflow config -flat -profile <profile>` as {dotted name: value text}; closures keep their source.
+    `java_user` renders it as if another user ran Nextflow (the JVM's user.name)."""
     cwd.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "NXF_OFFLINE": "true"}
+    if java_user:
+        env["NXF_OPTS"] = f"{env.get('NXF_OPTS', '')} -Duser.name={java_user}".strip()
     run = subprocess.run(["nextflow", "config", str(REPO), "-flat", "-profile", profile], cwd=cwd,
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "NXF_OFFLINE": "true"})
+                         capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     config, key = {}, None
     for line in run.stdout.splitlines():
@@ -49,9 +57,11 @@ def rendered_config(profile: str, cwd: Path) -> dict[str, str]:
 def configs(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     """Each profile rendered once, launched from its own folder (the default --cache_dir is under it)."""
     rendered = {}
-    for profile in ("standard", "test", "docker", "singularity", "slurm", "test,slurm"):
+    for profile in ("standard", "test", "docker", "podman", "singularity", "slurm", "test,slurm"):
         launch = tmp_path_factory.mktemp(profile.replace(",", "_"))
         rendered[profile] = (rendered_config(profile, launch), launch)
+    launch = tmp_path_factory.mktemp("podman_rootless")
+    rendered["podman as a user"] = (rendered_config("podman", launch, java_user="alice"), launch)
     return rendered
 
 
@@ -61,7 +71,7 @@ PUBLISHERS = "process.'withName:PUBLISH|FINALISE_OUTDIR'"
 
 
 @needs_nextflow
-@pytest.mark.parametrize("profile", ["docker", "singularity", "slurm"])
+@pytest.mark.parametrize("profile", ["docker", "podman", "singularity", "slurm"])
 def test_profiles_keep_the_base_resources_and_publishing(configs, profile):
     """A profile's selector block would replace the base config's block of the same name."""
     base, _ = configs["standard"]
@@ -104,6 +114,21 @@ def test_docker_profile(configs):
         assert f"'{name}'" in config["docker.envWhitelist"]
     assert config["params.container_gpu_options"] == "null"
     assert_writable_caches(config, cache)
+
+
+@needs_nextflow
+def test_podman_profile_maps_users_for_rootful_and_rootless_podman(configs):
+    for name, keep_id in (("podman", os.geteuid() != 0), ("podman as a user", True)):
+        config, launch = configs[name]
+        cache = launch / ".cache"
+        assert config["podman.enabled"] == "true" and "docker.enabled" not in config, name
+        assert config["process.container"] == f"'virnucpro-extract:{VERSION}'"
+        run_options = config["podman.runOptions"]
+        assert ("--userns=keep-id" in run_options) == keep_id, (name, run_options)
+        assert "-u " not in run_options and "--gpus" not in run_options, run_options
+        assert run_options.replace("\\'", "'").endswith(f"-v '{cache}':'{cache}''"), run_options
+        assert "'CUDA_VISIBLE_DEVICES'" in config["podman.envWhitelist"]
+        assert_writable_caches(config, cache)
 
 
 @needs_nextflow
@@ -164,6 +189,23 @@ def test_every_parameter_is_in_the_schema(configs):
     assert params - documented == set()
 
 
+@needs_nextflow
+def test_rendered_defaults_are_the_schemas(configs):
+    """nextflow.config's params are what the schema (and so --help and defaults.py) say they are."""
+    import json
+
+    schema = json.loads((REPO / "nextflow_schema.json").read_text())
+    config, _ = configs["standard"]
+    for group in schema["definitions"].values():
+        for name, spec in group["properties"].items():
+            if "default" not in spec:
+                continue
+            rendered = config.get(f"params.{name}", "null").strip("'")
+            expected = spec["default"]
+            assert rendered == (str(expected).lower() if isinstance(expected, bool) else str(expected)), name
+    assert config["manifest.version"].strip("'") == VERSION
+
+
 # ----------------------------------------------------------------------------------------------
 # Per task: a stub run through stand-in container engines
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +235,7 @@ def task_launches(work: Path, engine: str) -> dict[str, list[str]]:
     for command_run in work.glob("*/*/.command.run"):
         text = command_run.read_text()
         process = re.search(r"^### name: '(?:\w+:)*(\w+)", text, re.M).group(1)
-        line = next((l for l in text.splitlines() if re.search(rf"\b{engine} (run|exec) ", l)), None)
+        line = next((row for row in text.splitlines() if re.search(rf"\b{engine} (run|exec) ", row)), None)
         if line is None:  # PUBLISH and FINALISE_OUTDIR run on the host, where --outdir is
             assert process in ("PUBLISH", "FINALISE_OUTDIR"), process
             continue
@@ -209,8 +251,8 @@ def container_env(command_run: str) -> str:
 def stub_run_in(engine_profile: str, engine: str, tmp_path: Path, demo_data: Path, monkeypatch, *args):
     """`-stub -profile test,<engine>` with the stand-in engine first on PATH; returns (launches, cache)."""
     launch = tmp_path / "launch"
-    image = "virnucpro-extract:stand-in" if engine == "docker" else str(tmp_path / "stand-in.sif")
-    if engine != "docker":
+    image = "virnucpro-extract:stand-in" if engine in ("docker", "podman") else str(tmp_path / "stand-in.sif")
+    if engine == "singularity":
         Path(image).touch()
     log = tmp_path / f"{engine}.log"
     stand_in_engine(tmp_path / "bin", engine, image, log)
@@ -243,6 +285,22 @@ def test_docker_gives_gpus_to_gpu_tasks_only(tmp_path, demo_data, monkeypatch):
             assert f'export TORCHINDUCTOR_CACHE_DIR="{cache}/torchinductor"' in line
             assert ("--gpus all" in line) == (use_gpu and process == "EMBED_PROTEINS"), (process, line)
             assert "--nv" not in line
+
+
+@needs_nextflow
+@pytest.mark.pipeline
+def test_podman_gives_the_cdi_gpu_device_to_gpu_tasks_only(tmp_path, demo_data, monkeypatch):
+    """Podman takes Docker's `--gpus all` and ignores it; the CDI device is what gives the task a GPU."""
+    launches, cache = stub_run_in("podman", "podman", tmp_path, demo_data, monkeypatch, "--use_gpu", "true")
+    assert cache.is_dir()
+    for process, lines in launches.items():
+        for line in lines:
+            assert f"-v '{cache}':'{cache}'" in line
+            assert "-u $(id -u)" not in line  # rootless podman would map it to a subordinate uid
+            assert ("--userns=keep-id" in line) == (os.geteuid() != 0), line  # rootful podman refuses keep-id
+            assert '-e "CUDA_VISIBLE_DEVICES"' in line and f'export HF_HOME="{cache}/huggingface"' in line
+            assert ("--device nvidia.com/gpu=all" in line) == (process == "EMBED_PROTEINS"), (process, line)
+            assert "--gpus" not in line
 
 
 @needs_nextflow
@@ -284,30 +342,37 @@ def test_container_recipes_install_exactly_the_project_pins():
 
 
 def test_container_check_catches_drift(tmp_path):
-    """The checker itself: a pin that differs, an extra package, another base image, an unconditional fetch."""
-    for path in ("requirements.txt", "nextflow.config", "conf/docker.config", "conf/singularity.config",
-                 "containers/Dockerfile", "containers/virnucpro-extract.def"):
+    """The checker itself: a pin that differs, an extra package, another base, an unconditional fetch, SHELL, the
+    model argument at the top, a .def with a recipe of its own, a context that carries everything."""
+    for path in ("requirements.txt", "nextflow.config", "conf/docker.config", "conf/podman.config",
+                 "conf/singularity.config", "containers/Dockerfile", "containers/virnucpro-extract.def",
+                 "scripts/build_image.sh", ".dockerignore"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / path, tmp_path / path)
     dockerfile = tmp_path / "containers" / "Dockerfile"
+    text = dockerfile.read_text().replace('ARG PREFETCH_MODEL=""\n', "")
+    text = (text.replace('RUN if [ -n "$PREFETCH_MODEL" ]; then', "RUN if true; then")
+            .replace("ARG BASE_IMAGE=debian:bookworm-slim", 'ARG BASE_IMAGE=nvidia/cuda:13.0.1-runtime-ubuntu24.04\n'
+                     'ARG PREFETCH_MODEL=""\nSHELL ["/bin/bash", "-o", "pipefail", "-c"]')
+            .replace(" && pip check", " && pip install scipy torch==2.9.0 && pip check"))
+    dockerfile.write_text(text + "WORKDIR relative/dir\n")  # hadolint DL3000: WORKDIR must be absolute
     definition = tmp_path / "containers" / "virnucpro-extract.def"
-    dockerfile.write_text(dockerfile.read_text()
-                          .replace('RUN if [ -n "$PREFETCH_MODEL" ]; then', "RUN if true; then")
-                          + "WORKDIR relative/dir\n")  # hadolint DL3000: WORKDIR must be absolute
-    definition.write_text(definition.read_text()
-                          .replace("    pip check\n", "    pip check\n    pip install scipy torch==2.9.0\n")
-                          .replace("From: nvidia/cuda:", "From: nvidia/cuda:12.4.1-runtime-ubuntu22.04 # "))
+    definition.write_text(definition.read_text().replace("Bootstrap: docker-archive", "Bootstrap: docker")
+                          + "%post\n    pip install numpy\n")
+    (tmp_path / ".dockerignore").write_text("work/\n")
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "check_containers.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert run.returncode == 1
     for expected in ("downloads model weights unconditionally", "torch==2.9.0 but requirements.txt pins torch==",
-                     "pip installs scipy", "build both from the same image", "hadolint: ", "DL3000"):
+                     "pip installs scipy", "is not debian:bookworm", "SHELL is ignored", "comes before the pip install",
+                     "Bootstrap: docker —", "%post: the .def builds nothing", ".dockerignore: -: does not keep",
+                     "hadolint: ", "DL3000"):
         assert expected in run.stderr, run.stderr
 
 
 def test_requirements_pin_every_package():
-    lines = [l.split("#")[0].strip() for l in (REPO / "requirements.txt").read_text().splitlines()]
-    assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][\w.+-]*", l) for l in lines if l), lines
+    lines = [line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][\w.+-]*", line) for line in lines if line), lines
 
 
 # ----------------------------------------------------------------------------------------------

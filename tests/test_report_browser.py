@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_report import FIGURES, make_report
 
 CHROMIUM = Path("/usr/bin/chromium")

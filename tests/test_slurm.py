@@ -120,13 +120,12 @@ def load(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-def test_test_profile_through_slurm_equals_the_local_run(tmp_path, demo_data, tiny_model):
+def test_test_profile_through_slurm_equals_the_local_run(tmp_path, demo_data, tiny_model, pipeline_run):
+    """The shared local run (pipeline_run: the same inputs and default parameters) is the reference."""
     default_queue, _ = partitions()
     (tmp_path / "polling.config").write_text(FAST_POLLING)
     inputs = ("--data_dir", demo_data, "--esm_model", tiny_model)
-    local = tmp_path / "local" / "results"
-    run = nextflow("-profile", "test", *inputs, "--outdir", local, cwd=tmp_path / "local")
-    assert run.returncode == 0, nextflow_output(run)[-6000:]
+    local = pipeline_run["outdir"]
     outdir, work = tmp_path / "results", tmp_path / "work"
     run = nextflow("-profile", "test,slurm", "-c", tmp_path / "polling.config", "--slurm_queue", default_queue,
                    *inputs, "--outdir", outdir, "-w", work, cwd=tmp_path, timeout=900)

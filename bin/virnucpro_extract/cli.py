@@ -291,10 +291,20 @@ def report(validations, samples, preflight_json, embed_stats, merge_stats, dna_s
            plan_json, params_json, versions_yml, nextflow_version, validation_out, versions_out, out):
     """Write the self-contained HTML report of a run."""
     from .files import load_pt
-    from .report import (build_report, combine_samples, combine_validations, merge_chunk_stats, package_versions,
-                         read_stats, read_versions, starting_points)
+    from .report import (
+        build_report,
+        combine_samples,
+        combine_validations,
+        merge_chunk_stats,
+        package_versions,
+        read_stats,
+        read_versions,
+        starting_points,
+    )
 
-    read = lambda p: read_stats(p) if p else {}
+    def read(path) -> dict:
+        return read_stats(path) if path else {}
+
     validation = combine_validations([read(p) for p in validations])
     sample = combine_samples([load_pt(p) for p in samples])
     versions = read_versions(versions_yml) if versions_yml else package_versions()

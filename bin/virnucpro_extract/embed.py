@@ -18,8 +18,20 @@ from .errors import InputError
 from .fasta import count_fasta, read_proteins
 from .formats import write_esm
 from .models import config_hash, load_esm_model, load_tokenizer, resolve_model_dir
-from .runtime import (BatchEmbedder, Progress, choose_device, choose_dtype, default_token_budget, device_name,
-                      masked_mean, plan_batches, plan_packed_batches, retry_budget, run_chunks, to_device)
+from .runtime import (
+    BatchEmbedder,
+    Progress,
+    choose_device,
+    choose_dtype,
+    default_token_budget,
+    device_name,
+    masked_mean,
+    plan_batches,
+    plan_packed_batches,
+    retry_budget,
+    run_chunks,
+    to_device,
+)
 
 
 @dataclass

@@ -29,8 +29,19 @@ from .errors import InputError
 from .fasta import count_fasta, read_nucleotides
 from .formats import write_dnabert
 from .models import config_hash, read_state_dict, resolve_model_dir
-from .runtime import (BatchEmbedder, Progress, choose_device, choose_dtype, default_token_budget, device_name,
-                      masked_mean, plan_batches, retry_budget, run_chunks, to_device)
+from .runtime import (
+    BatchEmbedder,
+    Progress,
+    choose_device,
+    choose_dtype,
+    default_token_budget,
+    device_name,
+    masked_mean,
+    plan_batches,
+    retry_budget,
+    run_chunks,
+    to_device,
+)
 
 
 @dataclass
@@ -165,11 +176,11 @@ def load_dnabert_model(model_dir: Path, dtype, device):
     except ImportError as exc:  # the model's own code imports a package we do not have
         raise InputError(model_dir, "-", f"the model's own code needs a missing package ({str(exc).splitlines()[0][:200]})",
                          "install it in the pipeline's environment (the container image has einops, which "
-                         "DNABERT-S needs)")
+                         "DNABERT-S needs)") from None
     except (OSError, ValueError) as exc:
         raise InputError(model_dir, "-", f"cannot load the DNABERT-S model or tokenizer ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200]})",
-                         "give --dnabert_model as zhihan1996/DNABERT-S or a directory holding its files")
+                         "give --dnabert_model as zhihan1996/DNABERT-S or a directory holding its files") from None
     force_torch_attention(model)
     if model.config.hidden_size != DNABERT_DIM:
         raise InputError(model_dir, "hidden_size", f"model hidden size is {model.config.hidden_size}, "

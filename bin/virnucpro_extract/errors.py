@@ -22,7 +22,7 @@ class InputError(Exception):
         return f"error: {self.file}: {self.where}: {self.problem} — {self.fix}"
 
     @classmethod
-    def from_line(cls, line: str, exit_status: int = 1) -> "InputError":
+    def from_line(cls, line: str, exit_status: int = 1) -> InputError:
         """Parse a rendered line back (a worker process's error, passed on by its parent)."""
         body, _, fix = line.removeprefix("error: ").partition(" — ")
         file, where, problem = (body.split(": ", 2) + ["", ""])[:3]

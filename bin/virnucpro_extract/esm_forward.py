@@ -189,7 +189,6 @@ def padded_attention(q, k, v, cu_seqlens, max_len: int) -> torch.Tensor:
     """Reference attention for mixed lengths without flash attention: pad, mask the keys, SDPA, unpad."""
     tokens, heads, head_dim = q.shape
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    batch = lengths.numel()
     offsets = torch.arange(max_len, device=q.device)
     valid = offsets[None, :] < lengths[:, None]                                  # [batch, max_len]
     index = (cu_seqlens[:-1, None].long() + offsets[None, :]).clamp(max=tokens - 1)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .errors import InputError
 
@@ -30,7 +30,7 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
     try:
         handle = open(path, "rb")  # decoded line by line, so a non-ASCII byte is reported with its line
     except FileNotFoundError:
-        raise InputError(path, "-", "file not found", "check the path in the samplesheet or --data_dir")
+        raise InputError(path, "-", "file not found", "check the path in the samplesheet or --data_dir") from None
     header, header_line, parts = None, 0, []
     with handle:
         for lineno, raw_bytes in enumerate(handle, start=1):
@@ -38,7 +38,7 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
                 line = raw_bytes.decode("ascii").strip()
             except UnicodeDecodeError as exc:
                 raise InputError(path, f"line {lineno}, byte {exc.start + 1}", "not a FASTA file (binary or "
-                                 "non-ASCII content)", "give a plain-text FASTA")
+                                 "non-ASCII content)", "give a plain-text FASTA") from None
             if not line:
                 continue
             if line.startswith(">"):

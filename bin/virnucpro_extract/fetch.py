@@ -15,8 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .models import FAST_ESM_MODEL_TYPES, model_path, read_config
 from .errors import InputError
+from .models import FAST_ESM_MODEL_TYPES, model_path, read_config
 
 ESM2_TOKENIZER_REPO = "facebook/esm2_t6_8M_UR50D"
 TOKENIZER_PATTERNS = ["*.json", "*.txt"]  # config, tokenizer_config, special_tokens_map, vocab
@@ -73,7 +73,7 @@ def _download(repo_id: str, revision, cache_dir, local_dir=None, allow_patterns=
         fix = ("unset HF_HUB_OFFLINE on a node with internet, or fetch it into this cache there first" if offline
                else "check the hub id, the revision and the network (HF_ENDPOINT, HF_TOKEN for gated models)")
         reason = (str(exc).strip().splitlines() or [""])[0]
-        raise InputError(repo_id, revision or "main", f"cannot fetch model ({type(exc).__name__}: {reason})", fix)
+        raise InputError(repo_id, revision or "main", f"cannot fetch model ({type(exc).__name__}: {reason})", fix) from None
     if local_dir:
         shutil.rmtree(Path(local_dir) / HUB_METADATA, ignore_errors=True)
     return Path(path)

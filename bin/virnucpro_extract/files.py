@@ -69,7 +69,7 @@ def load_pt(path):
         if reason.startswith("Unsupported operand"):  # garbage bytes: unknown opcodes, not a payload
             raise damaged_pt_error(path) from None
         raise InputError(path, "-", f"unsafe or unsupported pickle content, not loaded ({reason})",
-                         "re-save it with torch.save using only lists, dicts, strings and tensors")
+                         "re-save it with torch.save using only lists, dicts, strings and tensors") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError,
             KeyError, IndexError, struct.error):  # the last three: garbage through the weights-only unpickler
         raise damaged_pt_error(path) from None

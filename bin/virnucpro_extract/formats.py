@@ -31,7 +31,7 @@ class DnabertEmbeddings:
     """The DNABERT-S vectors of one chunk: `ids` and a float32 `vectors` tensor [N, 768], in file order."""
 
     ids: list[str]
-    vectors: "object"
+    vectors: object
 
 
 @dataclass
@@ -39,7 +39,7 @@ class EsmEmbeddings:
     """The protein vectors of one chunk: `ids` (FASTA order) and a float32 `vectors` tensor [N, 1280]."""
 
     ids: list[str]
-    vectors: "object"
+    vectors: object
 
 
 @dataclass
@@ -47,7 +47,7 @@ class MergedFeatures:
     """One chunk's training features: `ids`, float32 `data` [N, 2048] (row i is ids[i]) and `labels` ([1] / [0])."""
 
     ids: list[str]
-    data: "object"
+    data: object
     labels: list[int]
 
 
@@ -103,7 +103,7 @@ def _stack_vectors(path, ids, raw, fix):
         try:
             vector = torch.as_tensor(value, dtype=torch.float32).flatten()
         except (TypeError, ValueError, RuntimeError):
-            raise InputError(path, f"record {record_id}", "vector is not a list or tensor of numbers", fix)
+            raise InputError(path, f"record {record_id}", "vector is not a list or tensor of numbers", fix) from None
         if vector.numel() != DNABERT_DIM:
             raise InputError(path, f"record {record_id}", f"vector has {vector.numel()} values, expected {DNABERT_DIM}",
                              fix)

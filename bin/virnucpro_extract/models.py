@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -73,7 +72,7 @@ def resolve_model_dir(model: str) -> Path:
     except Exception as exc:  # network, auth and cache misses all end here
         raise InputError(model, "-", f"cannot fetch model ({type(exc).__name__})",
                          "pre-fetch it with `virnucpro-extract fetch-model` on a node with internet, "
-                         "then set HF_HUB_OFFLINE=1 or give the local directory")
+                         "then set HF_HUB_OFFLINE=1 or give the local directory") from None
 
 
 def read_config(model_dir: Path) -> dict:
@@ -99,7 +98,6 @@ def load_esm_model(model_dir: Path, dtype, device, trust_remote_code: bool = Fal
     before the cast, so its rotary frequencies keep the checkpoint's float32 values; models it does not cover
     (remote code, absolute positions) stay transformers' own.
     """
-    import torch
     from transformers import AutoModel
 
     config = read_config(model_dir)
@@ -137,7 +135,7 @@ def _fast_esm_as_esm_model(model_dir: Path, config: dict, attn: str):
                                                add_pooling_layer=False, output_loading_info=True)
     except OSError as exc:
         raise InputError(model_dir, "weights", f"cannot read the checkpoint ({str(exc).splitlines()[0][:160]})",
-                         "give a directory written by save_pretrained (*.safetensors or pytorch_model*.bin)")
+                         "give a directory written by save_pretrained (*.safetensors or pytorch_model*.bin)") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = sorted(k for k in info["missing_keys"] if "position_ids" not in k)

@@ -142,7 +142,7 @@ def split_on_out_of_memory(batch: list[int], run, too_big) -> None:
         run(batch)
     except torch.OutOfMemoryError:
         if len(batch) == 1:
-            raise too_big(batch[0])
+            raise too_big(batch[0]) from None
         torch.cuda.empty_cache()
         split_on_out_of_memory(batch[: len(batch) // 2], run, too_big)
         split_on_out_of_memory(batch[len(batch) // 2:], run, too_big)
@@ -286,7 +286,7 @@ def overlap_writes(chunks, embed, write, thread_name: str) -> None:
             future.result()
 
 
-def run_chunks(chunks: list[tuple[str, str]], read_chunk, embedder: BatchEmbedder, write_chunk, progress: "Progress",
+def run_chunks(chunks: list[tuple[str, str]], read_chunk, embedder: BatchEmbedder, write_chunk, progress: Progress,
                step: str) -> list[dict]:
     """The worker loop: read ahead, embed, write behind; `write_chunk(chunk, rows) -> stats row` for each chunk.
 

@@ -9,9 +9,9 @@ import json
 import random
 from pathlib import Path
 
-from .models import ESM2_VOCAB
 from .defaults import DNABERT_DIM, ESM_DIM
 from .files import save_pt, write_text
+from .models import ESM2_VOCAB
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 FRAMES = ("F1", "F2", "F3", "R1", "R2", "R3")

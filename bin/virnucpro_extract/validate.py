@@ -21,12 +21,16 @@ from .formats import read_dnabert, read_esm, read_merged
 TABLE_COLUMNS = ("key", "group", "id", "label", "protein_fasta", "dnabert_embeddings", "esm", "merged")
 
 
+def dnabert_computed(row: dict) -> bool:
+    """Whether EMBED_DNA wrote this chunk's DNABERT-S file (the manifest's compute_dnabert column)."""
+    return str(row.get("compute_dnabert", "")).lower() == "true"
+
+
 def outputs_table(manifest_rows: list[dict], outdir) -> list[dict]:
     """Rows of TABLE_COLUMNS for chunks published under `outdir` in the contract's layout."""
     outdir = Path(outdir)
-    computed = lambda row: str(row.get("compute_dnabert", "")).lower() == "true"  # written by EMBED_DNA
     return [{**row, **({"dnabert_embeddings": str(outdir / "dnabert" / row["group"] / f"{row['id']}_DNABERT_S.pt")}
-                       if computed(row) else {}),
+                       if dnabert_computed(row) else {}),
              "esm": str(outdir / "esm" / row["group"] / f"{row['id']}_ESM.pt"),
              "merged": str(outdir / "data_merge" / f"{row['group']}_merged" / f"{row['id']}_merged.pt")}
             for row in manifest_rows]

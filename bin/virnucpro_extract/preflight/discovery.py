@@ -62,7 +62,7 @@ class InputFiles:
         self.staged = staged
 
     @classmethod
-    def from_tsv(cls, path) -> "InputFiles":
+    def from_tsv(cls, path) -> InputFiles:
         """Nextflow's list: one `<staged path><TAB><user's path>` line per staged file."""
         staged = {}
         for line in Path(path).read_text().splitlines():

@@ -122,17 +122,26 @@ def test_copy_mode_rerun_without_resume_republishes_whole_copies_and_warns_of_un
     assert sorted(published_pt(outdir)) == names
 
 
-@pytest.mark.parametrize("mode", ["link"])
-def test_a_run_killed_mid_publish_leaves_whole_files_and_resume_publishes_the_same_bytes(tmp_path, tiny_model, mode):
-    """SIGKILL to the whole run once PUBLISH tasks are running: every published file is whole (old or new,
-    never a part); -resume then publishes exactly what an uninterrupted run publishes."""
-    data = make_demo_data(tmp_path / "data", viral_chunks=3, host_chunks=3, proteins_per_chunk=120, seed=5)
-    args = ["-profile", "test", "--data_dir", data, "--esm_model", tiny_model, "--chunks_per_task", 1,
-            "--publish_dir_mode", mode]
-    reference = nextflow(*args, "--outdir", tmp_path / "uninterrupted", cwd=tmp_path / "run_a")
-    assert reference.returncode == 0, nextflow_output(reference)[-4000:]
+def task_outputs(launch: Path, outdir: Path) -> dict[str, str]:
+    """{published name: digest} of the .pt files the run's EMBED_PROTEINS and MERGE_FEATURES tasks wrote, named
+    as they are published (esm/<group>/<id>_ESM.pt, data_merge/<group>_merged/<id>_merged.pt)."""
+    made = {}
+    for process, folder in (("EMBED_PROTEINS", "esm"), ("MERGE_FEATURES", "data_merge")):
+        for task in task_dir(launch, outdir, process):
+            for produced in (task / folder).rglob("*.pt"):
+                made[f"{folder}/{produced.relative_to(task / folder)}"] = digest(produced)
+    return made
 
-    launch, outdir = tmp_path / "run_b", tmp_path / "results"
+
+def test_a_run_killed_mid_publish_leaves_whole_files_and_resume_publishes_the_same_bytes(tmp_path, tiny_model):
+    """SIGKILL to the whole run once PUBLISH tasks are running: every published file is whole (old or new,
+    never a part); -resume then publishes every chunk's files, each the bytes of the task that made it."""
+    data = make_demo_data(tmp_path / "data", viral_chunks=2, host_chunks=2, proteins_per_chunk=120, seed=5)
+    chunks = demo_chunks(data)
+    expected = ({f"esm/{c['key']}_ESM.pt" for c in chunks}
+                | {f"data_merge/{c['group']}_merged/{c['id']}_merged.pt" for c in chunks})
+    args = ["-profile", "test", "--data_dir", data, "--esm_model", tiny_model, "--chunks_per_task", 1]
+    launch, outdir = tmp_path / "run", tmp_path / "results"
     launch.mkdir()
     env = {**os.environ, "NXF_OFFLINE": "true", "NXF_ANSI_LOG": "false"}
     run = subprocess.Popen(["nextflow", "run", str(REPO / "main.nf"), "-ansi-log", "false", *map(str, args),
@@ -150,20 +159,16 @@ def test_a_run_killed_mid_publish_leaves_whole_files_and_resume_publishes_the_sa
     run.wait()
     assert merged_published == 2, "the run never reached its second merge publish"
     partly = published_pt(outdir)
-    assert partly and partly < published_pt(tmp_path / "uninterrupted"), "killed too late: the test proves nothing"
+    assert partly and partly < expected, "killed too late: the test proves nothing"
     for name in partly:
         torch.load(outdir / name, weights_only=True)  # whole: a kill leaves a hidden temporary name at most
 
     resumed = nextflow(*args, "--outdir", outdir, "-resume", cwd=launch)
     assert resumed.returncode == 0, nextflow_output(resumed)[-4000:]
-    expected = published_pt(tmp_path / "uninterrupted")
     assert published_pt(outdir) == expected
-    for name in expected:
-        a = torch.load(tmp_path / "uninterrupted" / name, weights_only=True)
-        b = torch.load(outdir / name, weights_only=True)
-        ids = "ids" if "ids" in a else "proteins"
-        assert a[ids] == b[ids], name
-        assert a["data"].numpy().tobytes() == b["data"].numpy().tobytes(), name
+    made = task_outputs(launch, outdir)
+    assert set(made) == expected
+    assert {name: digest(outdir / name) for name in expected} == made
     assert not [f for f in files_under(outdir) if Path(f).name.startswith(".")]
 
 

@@ -6,7 +6,11 @@ Two sets of 20,000 proteins: 99-100 residues (300-bp reads) and 40-166 (500-bp r
   4. the previous worker: transformers' EsmModel under torch.compile (whole model, dynamic shapes), 131,072 tokens;
   5. the worker's fast forward (bin/virnucpro_extract/esm_forward.py: packed tokens, exact-length batches
      without a mask, varlen flash attention for the rest, fused QKV), eager and with one layer compiled for all
-     (regional compilation), with erf-GELU and with cuBLASLt's tanh-GELU epilogue, and at other budgets.
+     (regional compilation), with erf-GELU and with cuBLASLt's tanh-GELU epilogue, and at other budgets;
+  6. the fast forward through our Triton kernels (esm_kernels.py: fused bias + residual + LayerNorm, in-place
+     rotary; the out-projection and FC2 GEMMs accumulate into the residual stream), eager, nothing compiled.
+A sweep of the two kernels' launch settings (GB/s and share of the card's memory bandwidth) comes first; the
+variants then run with the fastest.
 Each row: tokens/s, proteins/s, peak GPU memory, warm-up seconds (compile included, in this process), and the
 minimum cosine / maximum absolute difference to an fp32 EsmModel computation of 512 sampled proteins. Ratios
 (`x_vs_3`, `x_vs_4`) are against the references measured here. A kernel profile of the chosen variant follows.
@@ -45,6 +49,10 @@ from virnucpro_extract.models import load_tokenizer  # noqa: E402
 
 # name -> (forward, token budget, compiled, gelu epilogue, min_uniform_share, inductor options)
 VARIANTS = {
+    "6_fused_kernels_tanh_epilogue_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_erf_131072": ("fused", 131072, False, False, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
+    "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
     "4_esmmodel_compiled_131072": ("esmmodel", 131072, True, False, None, None),
     "5_fast_eager_131072": ("fast", 131072, False, False, 0.25, None),
     "5_fast_compiled_131072": ("fast", 131072, True, False, 0.25, None),
@@ -76,12 +84,116 @@ class FixedShareEmbedder(EsmEmbedder):
             embed_module.plan_packed_batches = original
 
 
+def fp8_linear(a: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias=None) -> torch.Tensor:
+    """a [tokens, in] bf16 @ weight^T through an FP8 GEMM: a quantised per token (unfused: torch ops), the weight
+    per output channel beforehand ([out, in] float8_e4m3fn, scale [1, out] float32). -> [tokens, out] bf16."""
+    a_scale = a.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / 448.0
+    a_fp8 = (a.float() / a_scale).to(torch.float8_e4m3fn)
+    return torch._scaled_mm(a_fp8, weight_fp8.t(), scale_a=a_scale, scale_b=weight_scale, bias=bias,
+                            out_dtype=torch.bfloat16)
+
+
+def fp8_feed_forward(model) -> None:
+    """Route 4 as a measurement: FC1 and FC2 of every layer in FP8 (rowwise scales), erf-GELU between them.
+    The activation quantisation is unfused here, so the speed is a lower bound; the cosine is the finding."""
+    import types
+
+    from virnucpro_extract.esm_forward import erf_gelu
+
+    def quantised(weight):
+        w = weight.float()
+        scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 448.0
+        return (w / scale).to(torch.float8_e4m3fn), scale.t().contiguous()
+
+    def feed_forward_(layer, x, h):
+        f = erf_gelu(fp8_linear(h, *layer.fc1_fp8, layer.fc1_bias))
+        x += fp8_linear(f, *layer.fc2_fp8)
+
+    for layer in model.layers:
+        layer.fc1_fp8, layer.fc2_fp8 = quantised(layer.fc1_weight), quantised(layer.fc2_weight)
+        layer.feed_forward_ = types.MethodType(feed_forward_, layer)
+
+
+def gemm_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> dict:
+    """TFLOP/s of the feed-forward GEMMs at the worker's batch size: bf16 (cuBLAS) against FP8 rowwise
+    (torch._scaled_mm), weights pre-quantised, activations already FP8: the most FP8 could give these GEMMs."""
+    out = {}
+    for name, (k, n) in {"fc1": (hidden, inner), "fc2": (inner, hidden)}.items():
+        a = torch.randn(tokens, k, device=DEVICE, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=DEVICE, dtype=torch.bfloat16)
+        a8, w8 = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
+        sa = torch.ones(tokens, 1, device=DEVICE)
+        sb = torch.ones(1, n, device=DEVICE)
+        calls = {"bf16": lambda: a @ w.t(),
+                 "fp8_rowwise": lambda: torch._scaled_mm(a8, w8.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)}
+        for kind, call in calls.items():
+            try:
+                call()
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(20):
+                    call()
+                torch.cuda.synchronize()
+                seconds = (time.perf_counter() - start) / 20
+                out[f"{name}_{kind}"] = {"ms": round(seconds * 1e3, 3), "tflops": round(2 * tokens * k * n / seconds / 1e12, 1)}
+            except Exception as exc:
+                out[f"{name}_{kind}"] = {"error": repr(exc)[:200]}
+    print(f"gemm probe: {out}", flush=True)
+    return out
+
+
+def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int = 1280, heads: int = 20) -> dict:
+    """Time each Triton kernel's launch settings on a batch of the worker's size; set the fastest as the default
+    for this process (and report them, to be fixed in esm_kernels.py). Bytes moved per call: LayerNorm reads x
+    and writes x and the output (3 x tokens x hidden); rotary reads and writes q and k and reads cos/sin."""
+    from virnucpro_extract import esm_kernels
+
+    x = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
+    bias, weight, ln_bias = (torch.randn(hidden, device=DEVICE, dtype=dtype) for _ in range(3))
+    qkv = torch.randn(tokens, 3 * hidden, device=DEVICE, dtype=dtype)
+    half = hidden // heads // 2
+    cos, sin = (torch.rand(tokens, half, device=DEVICE) for _ in range(2))
+    size = torch.finfo(dtype).bits // 8
+    jobs = {
+        "layernorm": (esm_kernels.LAYERNORM_LAUNCH, 3 * tokens * hidden * size,
+                      lambda cfg: esm_kernels.bias_residual_layernorm_(x, bias, weight, ln_bias, 1e-5, **cfg),
+                      [{"block_m": m, "num_warps": w} for m in (1, 2, 4, 8) for w in (2, 4, 8, 16)]),
+        "rotary": (esm_kernels.ROTARY_LAUNCH, 2 * 2 * tokens * hidden * size + 2 * tokens * half * 4,
+                   lambda cfg: esm_kernels.rotary_(qkv, cos, sin, heads, **cfg),
+                   [{"block_t": t, "num_warps": w} for t in (1, 2, 4, 8) for w in (2, 4, 8, 16)]),
+    }
+    out = {}
+    for name, (default, bytes_moved, call, configs) in jobs.items():
+        rows = []
+        for cfg in configs:
+            try:
+                call(cfg)
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(50):
+                    call(cfg)
+                torch.cuda.synchronize()
+                seconds = (time.perf_counter() - start) / 50
+                rows.append({**cfg, "us": round(seconds * 1e6, 1), "gb_per_s": round(bytes_moved / seconds / 1e9, 1),
+                             "share_of_bandwidth": round(bytes_moved / seconds / 1e9 / bandwidth_gbs, 3)})
+            except Exception as exc:  # a launch setting the card refuses is a finding, not a failure
+                rows.append({**cfg, "error": repr(exc)[:200]})
+        timed_rows = [r for r in rows if "us" in r]
+        best = min(timed_rows, key=lambda r: r["us"])
+        was = next((r for r in timed_rows if all(r[k] == v for k, v in default.items())), None)
+        default.update({k: best[k] for k in default})
+        out[name] = {"best": best, "previous_default": was, "configs": rows}
+        print(f"kernel sweep {name}: best {best} (default was {was})", flush=True)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sets", default=",".join(LENGTH_SETS))
-    parser.add_argument("--profile", default="5_fast_compiled_131072")
+    parser.add_argument("--profile", default="6_fused_kernels_tanh_epilogue_131072")
+    parser.add_argument("--bandwidth_gbs", type=float, default=4800.0, help="the card's memory bandwidth (H200: 4.8 TB/s)")
     args = parser.parse_args()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "inductor-cache-forward"))
     doc = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -103,9 +215,13 @@ def main():
 
     dtype = torch.float32 if SMOKE else torch.bfloat16
 
-    def fast_model(gelu_epilogue):
+    def fast_model(gelu_epilogue, fused=False):
         # built from the float32 model, then cast: what load_esm_model does
-        return EsmInferenceEncoder(fp32, gelu_epilogue=gelu_epilogue).to(DEVICE, dtype).eval()
+        return EsmInferenceEncoder(fp32, gelu_epilogue=gelu_epilogue, fused_kernels=fused).to(DEVICE, dtype).eval()
+
+    if not SMOKE:
+        doc["kernel_sweep"] = kernel_sweep(dtype, args.bandwidth_gbs)
+        doc["gemm_probe"] = gemm_probe()
 
     for set_name in args.sets.split(","):
         lo, hi, count = LENGTH_SETS[set_name]
@@ -137,7 +253,9 @@ def main():
         for name in args.variants.split(","):
             forward, budget, compiled, epilogue, share, options = VARIANTS[name]
             try:
-                model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue)
+                model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue, forward.startswith("fused"))
+                if forward == "fused_fp8":
+                    fp8_feed_forward(model)
                 if forward == "esmmodel":
                     embedder = EsmEmbedder(model, encoder, DEVICE, budget, compile_model=compiled)
                 else:

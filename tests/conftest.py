@@ -15,6 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    # The fast forward's Triton kernels run through Triton's interpreter on CPU. The switch is read when
+    # triton.language is first imported, so it is set here, before anything (transformers, Inductor) imports it.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / "bin"
 SCHEMA = REPO / "nextflow_schema.json"

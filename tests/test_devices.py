@@ -122,6 +122,9 @@ def test_small_tasks_run_eager_and_large_ones_compile():
     assert compile_decision(True, cuda, 1, 0)[0] is True  # 0: always compile
     assert compile_decision(False, cuda, 10**9, 0) == (False, "eager: --compile false")
     assert compile_decision(True, cpu, 10**9, 0) == (False, "eager on CPU")
+    # the fused Triton kernels replace the compiled layer: a large task with them compiles nothing
+    assert compile_decision(True, cuda, 10**9, 0, fused_kernels=True) == (
+        False, "eager with the fused Triton kernels: nothing to compile")
 
 
 def test_embed_stats_record_the_compile_decision_and_the_task_size(tmp_path, demo_data, tiny_model):

@@ -130,12 +130,15 @@ def parse_chunk(value: str) -> tuple[str, str]:
 @click.option("--fast_forward", type=bool, default=True, show_default=True,
               help="Our packed ESM-2 forward (same weights and maths as transformers' EsmModel, no padding); "
                    "false: transformers' EsmModel.")
+@click.option("--fused_kernels", type=bool, default=True, show_default=True,
+              help="On GPU, run the fast forward through our Triton kernels (fused bias + residual + LayerNorm, "
+                   "in-place rotary), eager, with nothing to compile; false: one torch.compile'd layer for all.")
 @click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
               help="Nextflow's task.attempt: each retry halves the token budget.")
 @click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
 @reports_input_errors
 def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length, trust_remote_code, compile_model,
-          compile_min_tokens, gpus, fast_forward, attempt, stats):
+          compile_min_tokens, gpus, fast_forward, fused_kernels, attempt, stats):
     """Embed protein FASTA chunks (GROUP/ID=FASTA or FASTA) with an ESM-2-family model."""
     import os
 
@@ -153,13 +156,15 @@ def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_len
         worker_args = ["--outdir", outdir, "--esm_model", esm_model, "--use_gpu", str(use_gpu), "--max_length",
                        str(max_length), "--trust_remote_code", str(trust_remote_code), "--compile", str(compile_model),
                        "--compile_min_tokens", str(compile_min_tokens), "--fast_forward", str(fast_forward),
+                       "--fused_kernels", str(fused_kernels),
                        *(["--precision", precision] if precision else []),
                        *(["--toks_per_batch", str(toks_per_batch)] if toks_per_batch else []), "--attempt", str(attempt)]
         summary = run_workers(parsed, devices, worker_args)
     else:
         summary = run_embed(parsed, outdir, esm_model, precision, use_gpu, toks_per_batch, max_length,
                             trust_remote_code, compile_model and use_gpu, attempt,
-                            compile_min_tokens=compile_min_tokens, fast_forward=fast_forward)
+                            compile_min_tokens=compile_min_tokens, fast_forward=fast_forward,
+                            fused_kernels=fused_kernels)
     if stats:
         write_json(stats, summary)
 

@@ -77,8 +77,9 @@ class EsmEmbedder(BatchEmbedder):
     """Tokenised proteins -> mean of the last hidden state over residue positions only, [N, hidden] float32.
 
     Two forwards. The fast one (`EsmInferenceEncoder`, the default) takes packed batches: exact-length
-    buckets without a mask, the rest packed end to end (`plan_packed_batches`); with `compile_model` one
-    layer is compiled and reused by all. transformers' `EsmModel` (`--fast_forward false`, or models the
+    buckets without a mask, the rest packed end to end (`plan_packed_batches`); on GPU it runs through our
+    Triton kernels (`esm_kernels.py`, nothing to compile), or with `--fused_kernels false` and
+    `compile_model` one layer is compiled and reused by all. transformers' `EsmModel` (`--fast_forward false`, or models the
     fast forward does not cover) takes padded length-sorted batches; with `compile_model` its forward
     and pooling are compiled once with dynamic shapes. The compile cache persists across tasks via
     TORCHINDUCTOR_CACHE_DIR.
@@ -154,7 +155,7 @@ def gelu_epilogue(device, dtype) -> bool:
 def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str | None, use_gpu: bool,
               toks_per_batch: int | None, max_length: int, trust_remote_code: bool = False,
               compile_model: bool | None = None, attempt: int = 1, log=None, compile_min_tokens: int = 0,
-              fast_forward: bool = True) -> dict:
+              fast_forward: bool = True, fused_kernels: bool = True) -> dict:
     """Embed every (key, fasta) chunk into `<outdir>/<key>_ESM.pt`; return per-chunk statistics.
 
     Reading the next chunk, the GPU work on this one and writing the previous one overlap; at most
@@ -171,7 +172,9 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     device = choose_device(use_gpu)
     dtype, precision = choose_dtype(precision, device)
     model_dir = resolve_model_dir(model)
-    esm = load_esm_model(model_dir, dtype, device, trust_remote_code, fast_forward, gelu_epilogue(device, dtype))
+    fused_kernels = fused_kernels and device.type == "cuda"
+    esm = load_esm_model(model_dir, dtype, device, trust_remote_code, fast_forward, gelu_epilogue(device, dtype),
+                         fused_kernels)
     if esm.config.hidden_size != ESM_DIM:
         raise InputError(model_dir, "hidden_size", f"model hidden size is {esm.config.hidden_size}, "
                          f"the features need {ESM_DIM}", "use a FastESM2_650 / ESM-2 650M model")
@@ -181,10 +184,12 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     budget = retry_budget(budget, attempt)
     counts = [count_fasta(fasta) for _, fasta in chunks]
     task_tokens = sum(letters + 2 * records for records, letters in counts)
-    compile_model, why = compile_decision(compile_model, device, task_tokens, compile_min_tokens)
+    fused = getattr(esm, "fused_kernels", False)
+    compile_model, why = compile_decision(compile_model, device, task_tokens, compile_min_tokens, fused)
     embedder = EsmEmbedder(esm, encoder, device, budget, compile_model)
     load_seconds = time.perf_counter() - started
-    forward = "fast forward" if embedder.packed else "transformers EsmModel"
+    forward = ("fast forward, fused Triton kernels" if fused else "fast forward") if embedder.packed \
+        else "transformers EsmModel"
     print(f"embed: model {model} ({forward}, {precision}, {device}, {budget} tokens/batch, {why}) loaded in "
           f"{load_seconds:.1f}s", file=log, flush=True)
 
@@ -197,12 +202,13 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     return {"model": model, "config_hash": config_hash(model_dir), "precision": precision,
             "device": device_name(device),
             "token_budget": budget, "compiled": compile_model, "compile_decision": why,
-            "forward": "fast" if embedder.packed else "EsmModel",
+            "forward": ("fast, fused kernels" if fused else "fast") if embedder.packed else "EsmModel",
             "load_seconds": round(load_seconds, 3),
             "total_seconds": round(time.perf_counter() - started, 3), "chunks": stats}
 
 
-def compile_decision(requested: bool | None, device, task_tokens: int, min_tokens: int) -> tuple[bool, str]:
+def compile_decision(requested: bool | None, device, task_tokens: int, min_tokens: int,
+                     fused_kernels: bool = False) -> tuple[bool, str]:
     """Whether this task compiles the model, and why (logged, and kept in the task's statistics).
 
     Every new process pays the compile again. With the fast forward (one layer compiled for all) that is
@@ -213,6 +219,8 @@ def compile_decision(requested: bool | None, device, task_tokens: int, min_token
     """
     if device.type != "cuda":
         return False, "eager on CPU"
+    if fused_kernels:
+        return False, "eager with the fused Triton kernels: nothing to compile"
     if requested is False:
         return False, "eager: --compile false"
     if task_tokens < min_tokens:

@@ -148,6 +148,37 @@ class EsmLayerWeights(nn.Module):
             f = erf_gelu(F.linear(h, self.fc1_weight, self.fc1_bias))
         return x, F.linear(f, self.fc2_weight, self.fc2_bias)
 
+    def forward_fused(self, x: torch.Tensor, pending_bias: torch.Tensor | None, cos_half: torch.Tensor,
+                      sin_half: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int, batch: int,
+                      uniform: bool) -> torch.Tensor:
+        """The same layer through the Triton kernels, eager, updating the residual stream x [tokens, hidden] in place.
+
+        The out-projection and FC2 GEMMs accumulate into x (`addmm_`, beta = 1) and leave their bias to the
+        next fused bias + residual + LayerNorm kernel; returns the bias still pending (this layer's FC2 bias),
+        which the next layer (or the final LayerNorm) adds. cos_half/sin_half [tokens, head_dim / 2] float32.
+        """
+        from .esm_kernels import bias_residual_layernorm_, rotary_
+
+        tokens, hidden = x.shape
+        head_dim = hidden // self.num_heads
+        h = bias_residual_layernorm_(x, pending_bias, self.ln1_weight, self.ln1_bias, self.eps)
+        qkv = F.linear(h, self.qkv_weight, self.qkv_bias)                      # [tokens, 3 hidden]
+        rotary_(qkv, cos_half, sin_half, self.num_heads)
+        qkv = qkv.view(tokens, 3, self.num_heads, head_dim)
+        attended = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, max_len, batch, uniform)
+        x.addmm_(attended.reshape(tokens, hidden), self.out_weight.t())
+        h = bias_residual_layernorm_(x, self.out_bias, self.ln2_weight, self.ln2_bias, self.eps)
+        self.feed_forward_(x, h)
+        return self.fc2_bias
+
+    def feed_forward_(self, x: torch.Tensor, h: torch.Tensor) -> None:
+        """x [tokens, hidden] += FC2(GELU(FC1(h))), FC2's bias left pending; FC2 accumulates into x in its GEMM."""
+        if self.gelu_epilogue:
+            f = torch._addmm_activation(self.fc1_bias, h, self.fc1_weight.t(), use_gelu=True)
+        else:
+            f = erf_gelu(F.linear(h, self.fc1_weight, self.fc1_bias))
+        x.addmm_(f, self.fc2_weight.t())
+
 
 def erf_gelu(x: torch.Tensor) -> torch.Tensor:
     """ESM's exact GELU, written as transformers' `modeling_esm.gelu` writes it (F.gelu differs in the last bit)."""
@@ -205,7 +236,7 @@ class EsmInferenceEncoder(nn.Module):
     the checkpoint's values), then moved and cast like any module.
     """
 
-    def __init__(self, model, gelu_epilogue: bool = False):
+    def __init__(self, model, gelu_epilogue: bool = False, fused_kernels: bool = False):
         super().__init__()
         reason = esm_model_supported(model)
         if reason:
@@ -215,6 +246,7 @@ class EsmInferenceEncoder(nn.Module):
         self.hidden_size = config.hidden_size
         self.eps = config.layer_norm_eps
         self.token_dropout = bool(config.token_dropout)
+        self.fused_kernels = fused_kernels
         self.mask_token_id, self.pad_token_id = config.mask_token_id, config.pad_token_id
         take = lambda t: nn.Parameter(t.detach(), requires_grad=False)  # noqa: E731
         self.word_embeddings = take(model.embeddings.word_embeddings.weight)
@@ -267,12 +299,24 @@ class EsmInferenceEncoder(nn.Module):
         if self.inv_freq.device != x.device:
             self.inv_freq = self.inv_freq.to(x.device)
         angles = batch.positions.float()[:, None] * self.inv_freq[None, :]          # [tokens, head_dim / 2]
+        if self.fused_kernels:
+            return self._last_hidden_state_fused(x.contiguous(), angles.cos(), angles.sin(), batch)
         angles = torch.cat((angles, angles), dim=-1)
         cos, sin = angles.cos(), angles.sin()
         ffn_out = torch.zeros_like(x)
         for layer in self.layers:
             x, ffn_out = layer(x, ffn_out, cos, sin, batch.cu_seqlens, batch.max_len, batch.batch_size, batch.uniform)
         return F.layer_norm(x + ffn_out, (self.hidden_size,), self.final_ln_weight, self.final_ln_bias, self.eps)
+
+    def _last_hidden_state_fused(self, x, cos_half, sin_half, batch: PackedBatch) -> torch.Tensor:
+        """`last_hidden_state` through the Triton kernels (see EsmLayerWeights.forward_fused); x is overwritten."""
+        from .esm_kernels import bias_residual_layernorm_
+
+        pending = None
+        for layer in self.layers:
+            pending = layer.forward_fused(x, pending, cos_half, sin_half, batch.cu_seqlens, batch.max_len,
+                                          batch.batch_size, batch.uniform)
+        return bias_residual_layernorm_(x, pending, self.final_ln_weight, self.final_ln_bias, self.eps)
 
     def pooled_residue_means(self, batch: PackedBatch) -> torch.Tensor:
         """[batch, hidden] float32: mean of the last hidden state over each protein's residues (BOS/EOS excluded).

@@ -89,7 +89,7 @@ def config_hash(model_dir: Path) -> str:
 
 
 def load_esm_model(model_dir: Path, dtype, device, trust_remote_code: bool = False, fast_forward: bool = False,
-                   gelu_epilogue: bool = False):
+                   gelu_epilogue: bool = False, fused_kernels: bool = False):
     """Return an eval-mode encoder: transformers' model, whose forward gives `last_hidden_state`
     [batch, length, hidden], or with `fast_forward` our `EsmInferenceEncoder` over the same weights.
 
@@ -111,7 +111,7 @@ def load_esm_model(model_dir: Path, dtype, device, trust_remote_code: bool = Fal
         from .esm_forward import EsmInferenceEncoder, esm_model_supported
 
         if esm_model_supported(model) is None:
-            model = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue)
+            model = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue, fused_kernels=fused_kernels)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 

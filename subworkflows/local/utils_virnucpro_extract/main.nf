@@ -9,7 +9,7 @@
 // silently mixed with this run's outputs (see checkOutdir). Batching and compile choices are not among them.
 def resultParams() {
     ['input', 'data_dir', 'esm_model', 'dnabert_model', 'recompute_dnabert', 'precision', 'max_length', 'fast_forward',
-     'trust_remote_code', 'balance_hosts', 'seed', 'allow_missing', 'read_length', 'sequences_per_file',
+     'fused_kernels', 'trust_remote_code', 'balance_hosts', 'seed', 'allow_missing', 'read_length', 'sequences_per_file',
      'keep_partial_files']
 }
 

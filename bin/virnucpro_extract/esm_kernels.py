@@ -1,0 +1,103 @@
+"""Triton kernels for the fast ESM-2 forward: the two memory-bound passes of each layer, fused and in place.
+
+Why: with the GEMMs near peak, what kept the compiled forward at 416k tokens/s on an H200 was the LayerNorms
+(15 % of GPU time at about 40 % of memory bandwidth) and the rotary pass, plus ~30 s of Dynamo tracing and
+Inductor tuning in every fresh process. These two kernels replace both the compile and those passes:
+
+- `bias_residual_layernorm_`: the residual stream `x` already holds `x + a @ W^T` (the out-projection and FC2
+  GEMMs accumulate into it in place, `addmm_` with beta = 1); this adds the GEMM's bias to `x` in place and
+  returns LayerNorm(x): one read and two writes of `[tokens, hidden]`, instead of a GEMM output, a residual
+  add and a LayerNorm (two reads, three writes);
+- `rotary_`: rotates q and k inside the fused QKV output in place, in float32 as transformers does.
+
+Triton compiles each kernel once per machine (its on-disk cache keeps it), in about a second. Both run under
+`TRITON_INTERPRET=1` on CPU, which is how the tests check them against the reference maths.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Launch settings, measured on an H200 by benchmarks/bench_forward.py's kernel sweep (131,072 tokens, hidden
+# 1280, bf16); see benchmarks/results/forward_h200.json "kernel_sweep".
+# LayerNorm: 252 us = 3.99 TB/s, 83 % of the card's bandwidth (block_m 1 / 8 warps: 289 us); rotary: 337 us, 85 %.
+LAYERNORM_LAUNCH = {"block_m": 2, "num_warps": 4}
+ROTARY_LAUNCH = {"block_t": 1, "num_warps": 4}
+
+
+@triton.jit
+def _bias_residual_layernorm_kernel(x_ptr, bias_ptr, weight_ptr, ln_bias_ptr, out_ptr, n_rows, n_cols, eps,
+                                    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < n_cols
+    mask = (rows < n_rows)[:, None] & col_ok[None, :]
+    offsets = rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        x += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        stored = x.to(x_ptr.dtype.element_ty)
+        tl.store(x_ptr + offsets, stored, mask=mask)
+        x = stored.to(tl.float32)  # normalise the residual as stored, as the unfused layers do
+    mean = tl.sum(x, axis=1) / n_cols
+    centred = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = tl.rsqrt(tl.sum(centred * centred, axis=1) / n_cols + eps)
+    weight = tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    ln_bias = tl.load(ln_bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    y = centred * rstd[:, None] * weight[None, :] + ln_bias[None, :]
+    tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def bias_residual_layernorm_(x: torch.Tensor, bias: torch.Tensor | None, weight: torch.Tensor, ln_bias: torch.Tensor,
+                             eps: float, block_m: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+    """x [tokens, hidden] (contiguous) += bias [hidden] in place (when given); returns LayerNorm(x), x's dtype.
+
+    Statistics in float32 over the residual as stored, so in float32 this is `F.layer_norm(x + bias)` exactly
+    up to summation order.
+    """
+    assert x.is_contiguous() and x.dim() == 2
+    n_rows, n_cols = x.shape
+    block_m = block_m or LAYERNORM_LAUNCH["block_m"]
+    out = torch.empty_like(x)
+    grid = (triton.cdiv(n_rows, block_m),)
+    _bias_residual_layernorm_kernel[grid](
+        x, bias if bias is not None else x, weight, ln_bias, out, n_rows, n_cols, eps,
+        HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=triton.next_power_of_2(n_cols),
+        num_warps=num_warps or LAYERNORM_LAUNCH["num_warps"])
+    return out
+
+
+@triton.jit
+def _rotary_kernel(qkv_ptr, cos_ptr, sin_ptr, n_tokens, row_stride, HALF: tl.constexpr, PAIRS: tl.constexpr,
+                   BLOCK_T: tl.constexpr, BLOCK_J: tl.constexpr):
+    tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    j = tl.arange(0, BLOCK_J)                      # (q or k, head, d < half) flattened
+    head = j // HALF
+    d = j % HALF
+    mask = (tokens < n_tokens)[:, None] & (j < PAIRS * HALF)[None, :]
+    first = tokens.to(tl.int64)[:, None] * row_stride + (head * 2 * HALF + d)[None, :]
+    table = tokens.to(tl.int64)[:, None] * HALF + d[None, :]
+    x1 = tl.load(qkv_ptr + first, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(qkv_ptr + first + HALF, mask=mask, other=0.0).to(tl.float32)
+    cos = tl.load(cos_ptr + table, mask=mask, other=0.0)
+    sin = tl.load(sin_ptr + table, mask=mask, other=0.0)
+    tl.store(qkv_ptr + first, (x1 * cos - x2 * sin).to(qkv_ptr.dtype.element_ty), mask=mask)
+    tl.store(qkv_ptr + first + HALF, (x2 * cos + x1 * sin).to(qkv_ptr.dtype.element_ty), mask=mask)
+
+
+def rotary_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int,
+            block_t: int | None = None, num_warps: int | None = None) -> None:
+    """Rotary embedding of q and k in place inside qkv [tokens, 3 * hidden] (q, k, v stacked, heads inside each).
+
+    cos/sin [tokens, head_dim / 2] float32: each token's angles (one half; the other half repeats them).
+    Per head, (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), transformers' rotate_half form, in float32.
+    """
+    assert qkv.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()
+    n_tokens, width = qkv.shape
+    half = cos.shape[1]
+    pairs = 2 * num_heads                           # q and k heads; v is left alone
+    block_t = block_t or ROTARY_LAUNCH["block_t"]
+    grid = (triton.cdiv(n_tokens, block_t),)
+    _rotary_kernel[grid](qkv, cos, sin, n_tokens, width, HALF=half, PAIRS=pairs, BLOCK_T=block_t,
+                         BLOCK_J=triton.next_power_of_2(pairs * half), num_warps=num_warps or ROTARY_LAUNCH["num_warps"])

@@ -1,0 +1,81 @@
+"""The Triton kernels of the fast forward (fused bias + residual + LayerNorm, in-place rotary) compute the maths
+they replace, checked under Triton's interpreter on CPU (conftest sets TRITON_INTERPRET=1 there; on a GPU machine,
+on the GPU), and the forward built on them equals transformers' EsmModel in fp32 on every layout the worker builds."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_esm_forward import CLS, EOS, LAYOUTS, random_rows, reference_means, small_esm
+
+from virnucpro_extract.esm_forward import EsmInferenceEncoder, pack_proteins, rotate
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Triton's interpreter rounds float32 -> bfloat16 toward zero (the GPU rounds to nearest): one bf16 ulp apart.
+BF16_ULP = 2.0 ** -7
+
+
+def within_rounding(got: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
+    """Equal up to `atol`, plus one bf16 ulp of the value where the result is bf16."""
+    rtol = BF16_ULP if got.dtype == torch.bfloat16 else 0.0
+    return torch.allclose(got.float(), expected.float(), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block_m", [1, 4])
+def test_bias_residual_layernorm_adds_in_place_and_normalises(with_bias, dtype, block_m):
+    from virnucpro_extract.esm_kernels import bias_residual_layernorm_
+
+    torch.manual_seed(0)
+    rows, hidden = 37, 80                          # neither a power of two: the masks are exercised
+    x = (torch.randn(rows, hidden) * 3 + 1).to(DEVICE, dtype)
+    bias = torch.randn(hidden, device=DEVICE, dtype=dtype) if with_bias else None
+    weight, ln_bias = (torch.randn(hidden, device=DEVICE, dtype=dtype) for _ in range(2))
+    residual = (x.float() + (bias.float() if with_bias else 0)).to(dtype)
+    expected = F.layer_norm(residual.float(), (hidden,), weight.float(), ln_bias.float(), 1e-5)
+    got = bias_residual_layernorm_(x, bias, weight, ln_bias, 1e-5, block_m=block_m)
+    assert within_rounding(x, residual, atol=0.0), "the residual stream must hold x + bias afterwards"
+    assert got.dtype == dtype and got.shape == x.shape
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    assert within_rounding(got, expected, atol=tolerance), (got.float() - expected).abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_in_place_equals_the_reference_rotation_and_leaves_v_alone(dtype):
+    from virnucpro_extract.esm_kernels import rotary_
+
+    torch.manual_seed(1)
+    tokens, heads, head_dim = 13, 3, 16
+    qkv = torch.randn(tokens, 3 * heads * head_dim).to(DEVICE, dtype)
+    angles = torch.arange(tokens, device=DEVICE).float()[:, None] * torch.rand(head_dim // 2, device=DEVICE)[None, :]
+    full = torch.cat((angles, angles), dim=-1)
+    view = qkv.view(tokens, 3, heads, head_dim)
+    expected_qk = rotate(view[:, :2].clone(), full.cos(), full.sin())
+    expected_v = view[:, 2].clone()
+    rotary_(qkv, angles.cos(), angles.sin(), heads, block_t=4)
+    assert within_rounding(view[:, :2], expected_qk, atol=1e-6)
+    assert torch.equal(view[:, 2], expected_v)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("gelu_epilogue", [False, True])
+def test_fused_forward_equals_esm_model_in_fp32(layout, gelu_epilogue):
+    model = small_esm()
+    rows = random_rows(LAYOUTS[layout], with_mask_token=True)
+    batch = pack_proteins(rows, CLS, EOS, "cpu")
+    with torch.inference_mode():
+        fused = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue, fused_kernels=True).eval()
+        got = fused.pooled_residue_means(batch)
+    expected = reference_means(model, rows)
+    assert torch.allclose(got, expected, atol=2e-5, rtol=0), (got - expected).abs().max()
+
+
+def test_fused_forward_in_bf16_is_within_the_cosine_bound():
+    model = small_esm()
+    rows = random_rows([20, 20, 20, 33, 8, 50])
+    expected = reference_means(model, rows)
+    fused = EsmInferenceEncoder(model, fused_kernels=True).to(torch.bfloat16).eval()
+    with torch.inference_mode():
+        got = fused.pooled_residue_means(pack_proteins(rows, CLS, EOS, "cpu"))
+    assert torch.nn.functional.cosine_similarity(got, expected, dim=1).min() > 0.999

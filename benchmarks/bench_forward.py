@@ -21,6 +21,7 @@ Plumbing on CPU: BENCH_SMOKE=1 python benchmarks/bench_forward.py --out /tmp/for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import EsmModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
@@ -53,6 +55,8 @@ VARIANTS = {
     "6_fused_kernels_erf_131072": ("fused", 131072, False, False, 0.25, None),
     "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
     "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_sdpa_flash_131072": ("fused_flash", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_sdpa_efficient_131072": ("fused_efficient", 131072, False, True, 0.25, None),
     "4_esmmodel_compiled_131072": ("esmmodel", 131072, True, False, None, None),
     "5_fast_eager_131072": ("fast", 131072, False, False, 0.25, None),
     "5_fast_compiled_131072": ("fast", 131072, True, False, 0.25, None),
@@ -82,6 +86,25 @@ class FixedShareEmbedder(EsmEmbedder):
             return super().embed_async(tokens, fasta, ids)
         finally:
             embed_module.plan_packed_batches = original
+
+
+def sdpa_backend(name: str | None) -> None:
+    """Run the worker's exact-length attention (SDPA) on one backend only (None: PyTorch's choice, cuDNN here)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from virnucpro_extract import esm_forward
+
+    original = getattr(esm_forward, "_original_attend", esm_forward.attend)
+    esm_forward._original_attend = original
+    if name is None:
+        esm_forward.attend = original
+        return
+
+    def attend(*args, **kwargs):
+        with sdpa_kernel([getattr(SDPBackend, name)]):
+            return original(*args, **kwargs)
+
+    esm_forward.attend = attend
 
 
 def fp8_linear(a: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias=None) -> torch.Tensor:
@@ -142,6 +165,44 @@ def gemm_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> d
     return out
 
 
+def attention_probe(tokens: int = 131072, heads: int = 20, head_dim: int = 64) -> dict:
+    """ms per attention call at the worker's batch size, per SDPA backend, on the layouts the worker builds:
+    one exact length (102 tokens: 100 residues) as a [batch, heads, length, head_dim] view of packed q, k, v
+    (strided, as from the fused QKV GEMM), and varlen flash attention on mixed lengths (42-168 tokens)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.varlen import varlen_attn
+
+    out = {}
+    length = 102
+    batch = tokens // length
+    qkv = torch.randn(batch * length, 3, heads, head_dim, device=DEVICE, dtype=torch.bfloat16)
+    shape = (batch, length, heads, head_dim)
+    q, k, v = (qkv[:, i].reshape(shape).transpose(1, 2) for i in range(3))
+    lengths = torch.randint(42, 169, (tokens // 105,), generator=torch.Generator().manual_seed(0))
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = lengths.cumsum(0)
+    packed = torch.randn(int(cu[-1]), 3, heads, head_dim, device=DEVICE, dtype=torch.bfloat16)
+    cu = cu.to(DEVICE)
+    calls = {f"uniform_{b.name.lower()}": (lambda: F.scaled_dot_product_attention(q, k, v))
+             for b in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)}
+    calls["varlen_flash"] = lambda: varlen_attn(packed[:, 0], packed[:, 1], packed[:, 2], cu, cu, 168, 168)
+    for name, call in calls.items():
+        try:
+            with sdpa_kernel([getattr(SDPBackend, name.split("_", 1)[1].upper())]) if name.startswith("uniform") \
+                    else contextlib.nullcontext():
+                call()
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(20):
+                    call()
+                torch.cuda.synchronize()
+            out[name] = {"ms": round((time.perf_counter() - start) / 20 * 1e3, 3)}
+        except Exception as exc:
+            out[name] = {"error": repr(exc)[:200]}
+    print(f"attention probe: {out}", flush=True)
+    return out
+
+
 def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int = 1280, heads: int = 20) -> dict:
     """Time each Triton kernel's launch settings on a batch of the worker's size; set the fastest as the default
     for this process (and report them, to be fixed in esm_kernels.py). Bytes moved per call: LayerNorm reads x
@@ -193,6 +254,7 @@ def main():
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sets", default=",".join(LENGTH_SETS))
     parser.add_argument("--profile", default="6_fused_kernels_tanh_epilogue_131072")
+    parser.add_argument("--probes_only", action="store_true", help="only the kernel sweep and the GEMM/attention probes")
     parser.add_argument("--bandwidth_gbs", type=float, default=4800.0, help="the card's memory bandwidth (H200: 4.8 TB/s)")
     args = parser.parse_args()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "inductor-cache-forward"))
@@ -222,6 +284,10 @@ def main():
     if not SMOKE:
         doc["kernel_sweep"] = kernel_sweep(dtype, args.bandwidth_gbs)
         doc["gemm_probe"] = gemm_probe()
+        doc["attention_probe"] = attention_probe()
+        if args.probes_only:
+            Path(args.out).write_text(json.dumps(doc, indent=1))
+            return
 
     for set_name in args.sets.split(","):
         lo, hi, count = LENGTH_SETS[set_name]
@@ -256,6 +322,8 @@ def main():
                 model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue, forward.startswith("fused"))
                 if forward == "fused_fp8":
                     fp8_feed_forward(model)
+                backend = {"fused_flash": "FLASH_ATTENTION", "fused_efficient": "EFFICIENT_ATTENTION"}.get(forward)
+                sdpa_backend(backend)
                 if forward == "esmmodel":
                     embedder = EsmEmbedder(model, encoder, DEVICE, budget, compile_model=compiled)
                 else:

@@ -109,6 +109,24 @@ def test_each_retry_halves_the_token_budget(tmp_path, demo_data, tiny_model):
     assert json.loads((tmp_path / "s.json").read_text())["token_budget"] == 1024
 
 
+def test_fused_kernels_fall_back_with_a_warning_where_triton_cannot_run(monkeypatch):
+    """A card too old for Triton's bf16 kernels gets the same maths without them, and one warning line."""
+    import torch
+
+    from virnucpro_extract.embed import fused_kernels_decision
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert fused_kernels_decision(True, cpu, torch.float32) == (False, None)
+    assert fused_kernels_decision(False, cuda, torch.bfloat16) == (False, None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    assert fused_kernels_decision(True, cuda, torch.float16) == (True, None)
+    fused, why = fused_kernels_decision(True, cuda, torch.bfloat16)
+    assert not fused and why.startswith("--fused_kernels: Tesla T4 (compute capability 7.5) cannot run")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert fused_kernels_decision(True, cuda, torch.bfloat16) == (True, None)
+
+
 def test_small_tasks_run_eager_and_large_ones_compile():
     """Each process pays torch.compile again; a task too small to win it back runs eager, and says why."""
     import torch

@@ -172,7 +172,9 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
     device = choose_device(use_gpu)
     dtype, precision = choose_dtype(precision, device)
     model_dir = resolve_model_dir(model)
-    fused_kernels = fused_kernels and device.type == "cuda"
+    fused_kernels, why_not_fused = fused_kernels_decision(fused_kernels, device, dtype)
+    if why_not_fused:
+        print(f"embed: warning: {why_not_fused}", file=log, flush=True)
     esm = load_esm_model(model_dir, dtype, device, trust_remote_code, fast_forward, gelu_epilogue(device, dtype),
                          fused_kernels)
     if esm.config.hidden_size != ESM_DIM:
@@ -205,6 +207,29 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
             "forward": ("fast, fused kernels" if fused else "fast") if embedder.packed else "EsmModel",
             "load_seconds": round(load_seconds, 3),
             "total_seconds": round(time.perf_counter() - started, 3), "chunks": stats}
+
+
+def fused_kernels_decision(requested: bool, device, dtype) -> tuple[bool, str | None]:
+    """Whether the fast forward runs through our Triton kernels, and a warning when asked for but not possible.
+
+    Triton needs a CUDA card of compute capability 7.0 or newer, and 8.0 for bfloat16; elsewhere the forward falls
+    back to the compiled layer (or eager), which computes the same maths, instead of failing the task.
+    """
+    import importlib.util
+
+    import torch
+
+    if not requested or device.type != "cuda":
+        return False, None
+    if importlib.util.find_spec("triton") is None:
+        return False, "--fused_kernels: Triton is not installed; the fast forward runs without its kernels"
+    capability = torch.cuda.get_device_capability(device)
+    needed = (8, 0) if dtype == torch.bfloat16 else (7, 0)
+    if capability < needed:
+        return False, (f"--fused_kernels: {torch.cuda.get_device_name(device)} (compute capability "
+                       f"{capability[0]}.{capability[1]}) cannot run Triton's {dtype} kernels (needs "
+                       f"{needed[0]}.{needed[1]}); the fast forward runs without them")
+    return True, None
 
 
 def compile_decision(requested: bool | None, device, task_tokens: int, min_tokens: int,

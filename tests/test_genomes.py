@@ -187,6 +187,30 @@ def test_identify_writes_what_virnucpro_writes(tmp_path, refseq, read_length):
             assert stats["reads_other_letters"] >= 1 and stats["reads_ambiguous"] >= 2
 
 
+def test_cds_lookup_answers_the_plain_rule_whatever_the_guesses():
+    """The lookup tries a guessed position (from the previous frame of the same strand phase) before scanning;
+    wrong, out-of-range and absent guesses must not change an answer: each is VirNucPro's
+    `any(frame in translation for translation in the record's CDS)`."""
+    from virnucpro_extract.genomes import CdsIndex
+
+    rng = random.Random(5)
+    for _ in range(200):
+        translations = ["".join(rng.choices("ACDEFGHIKL"[: rng.randint(2, 10)], k=rng.randint(0, 300)))
+                        for _ in range(rng.randint(1, 8))]
+        queries, chains = [], []
+        for _ in range(rng.randint(1, 60)):
+            source = rng.choice(translations)
+            if source and rng.random() < 0.6:
+                start = rng.randint(0, len(source) - 1)
+                queries.append(source[start: rng.randint(start + 1, len(source))])
+            else:
+                queries.append("".join(rng.choices("ACDEF", k=rng.randint(1, 40))))
+            chains.append(None if rng.random() < 0.2 else (rng.randint(0, 2), rng.randint(-50, 400)))
+        expected = [any(q in t for t in translations) for q in queries]
+        assert CdsIndex(translations).contains_all(queries, chains) == expected
+        assert CdsIndex(translations).contains_all(queries) == expected
+
+
 def test_the_edge_cases_are_in_the_test_data(refseq):
     """What the comparison above covers: without these, agreeing would prove less."""
     expected = expected_identified(refseq, refseq / "viral.1.1.genomic.fna.gz")

@@ -46,6 +46,12 @@ for _i in range(4):
     for _j in range(4):
         for _k in range(4):
             _AMINO5[25 * _i + 5 * _j + _k] = ord(AMINO_ACIDS[16 * _i + 4 * _j + _k])
+# amino acid of the reverse complement of a forward codon (complement: T C A G <-> A G T C, i.e. code ^ 2)
+_AMINO5_RC = np.full(125, ord("?"), dtype=np.uint8)
+for _i in range(4):
+    for _j in range(4):
+        for _k in range(4):
+            _AMINO5_RC[25 * _i + 5 * _j + _k] = _AMINO5[25 * (_k ^ 2) + 5 * (_j ^ 2) + (_i ^ 2)]
 _IS_AMBIGUOUS = np.zeros(256, dtype=np.int32)
 _IS_AMBIGUOUS[[ord(c) for c in AMBIGUOUS]] = 1
 _IS_OTHER = np.ones(256, dtype=np.int32)  # neither A C G T nor a dropped ambiguity code (U, say)
@@ -129,13 +135,35 @@ class CdsIndex:
         order = np.argsort(keys)
         self._keys, self._positions = keys[order], order
 
-    def contains_all(self, queries: list[str]) -> list[bool]:
-        """For each query, whether it lies within one translation (VirNucPro's `any(q in p for p in list)`)."""
+    def contains_all(self, queries: list[str], chains: list | None = None) -> list[bool]:
+        """For each query, whether it lies within one translation (VirNucPro's `any(q in p for p in list)`).
+
+        `chains` (optional, one per query): (strand phase, codon index of the query in that phase's translation),
+        or None. The frames of consecutive reads along one gene are consecutive stretches of its translation, so
+        where the previous query of the same strand phase was found at p, this one is first tried at
+        p + (its codon index - the previous one's): one comparison instead of a scan. Any match decides, so the
+        answer is the scan's whatever the guess.
+        """
         if not self.any:
             return [False] * len(queries)
         if len(self.text) * len(queries) < 30_000_000:  # a small record: scanning costs less than indexing
             text = self.text
-            return [q in text for q in queries]
+            if chains is None:
+                return [q in text for q in queries]
+            found, last = [], {}
+            for query, chain in zip(queries, chains):
+                if chain is not None and chain[0] in last:
+                    codon, position = last[chain[0]]
+                    guess = position + chain[1] - codon
+                    if guess >= 0 and text.startswith(query, guess):
+                        found.append(True)
+                        last[chain[0]] = (chain[1], guess)
+                        continue
+                position = text.find(query)
+                found.append(position >= 0)
+                if position >= 0 and chain is not None:
+                    last[chain[0]] = (chain[1], position)
+            return found
         long = [i for i, q in enumerate(queries) if len(q) >= self.K]
         found = [(q in self.text) if len(q) < self.K else False for q in queries]
         if long:
@@ -172,17 +200,25 @@ class IdentifyStats:
         return dict(self.__dict__)
 
 
-def translated_phases(sequence: bytes) -> tuple[list[str], np.ndarray, list[int]]:
-    """A strand translated whole in its three phases (a codon holding another letter as '?').
+def translated_strands(sequence: bytes) -> tuple[tuple, tuple]:
+    """Both strands of a sequence translated whole in their three phases (a codon holding another letter as '?'):
+    (forward, reverse), each as `_phases` gives it.
 
-    Every position's codon is coded and translated in one pass; phase p is every third of those from p. Returns
-    the protein of each phase, the running count of stops of the three phases laid end to end
-    (`stops[offsets[p] + j]`: stops among the first j codons of phase p) and those offsets.
+    Every position's codon is coded once; the reverse strand's codon at reverse position r is the reverse
+    complement of the forward codon ending at the mirrored position, so its amino acid comes from the same codes
+    through the reverse-complement table, read backwards: no second strand to code.
     """
     codes = _CODE[np.frombuffer(sequence, dtype=np.uint8)]
     if len(codes) < 3:
-        return ["", "", ""], np.zeros(3, dtype=np.int32), [0, 1, 2]
-    amino = _AMINO5[codes[:-2] * np.uint8(25) + codes[1:-1] * np.uint8(5) + codes[2:]]  # <= 124: uint8 throughout
+        empty = (["", "", ""], np.zeros(3, dtype=np.int32), [0, 1, 2])
+        return empty, empty
+    index = codes[:-2] * np.uint8(25) + codes[1:-1] * np.uint8(5) + codes[2:]  # <= 124: uint8 throughout
+    return _phases(_AMINO5[index]), _phases(_AMINO5_RC[index][::-1])
+
+
+def _phases(amino: np.ndarray) -> tuple[list[str], np.ndarray, list[int]]:
+    """The protein of each phase p (every third amino acid from p), the running count of stops of the three
+    phases laid end to end (`stops[offsets[p] + j]`: stops among the first j codons of phase p) and those offsets."""
     stop = amino == ord("*")
     proteins, running, offsets, offset = [], [], [], 0
     for phase in range(3):
@@ -220,21 +256,24 @@ def identify_record(record_id: str, sequence: str, read_length: int, cds: CdsInd
         return []
     raw = sequence.encode("ascii", errors="replace")
     letters = np.frombuffer(raw, dtype=np.uint8)
-    ambiguous = np.zeros(length + 1, dtype=np.int32)
-    np.cumsum(_IS_AMBIGUOUS[letters], out=ambiguous[1:])
-    clean = ambiguous[ends] == ambiguous[starts]
+    if raw.translate(None, b"ACGT"):   # some other letter: count which windows hold one (most records have none)
+        ambiguous = np.zeros(length + 1, dtype=np.int32)
+        np.cumsum(_IS_AMBIGUOUS[letters], out=ambiguous[1:])
+        clean = ambiguous[ends] == ambiguous[starts]
+        other = np.zeros(length + 1, dtype=np.int32)
+        np.cumsum(_IS_OTHER[letters], out=other[1:])
+        unusual = clean & (other[ends] != other[starts])   # letters outside A C G T: VirNucPro's skipping translation
+    else:
+        clean = np.ones(len(starts), dtype=bool)
+        unusual = np.zeros(len(starts), dtype=bool)
     stats.reads_ambiguous += int((~clean).sum())
     if cds is None or not cds.any or not clean.any():
         return []
-    other = np.zeros(length + 1, dtype=np.int32)
-    np.cumsum(_IS_OTHER[letters], out=other[1:])
-    unusual = clean & (other[ends] != other[starts])   # letters outside A C G T: VirNucPro's skipping translation
     stats.reads_other_letters += int(unusual.sum())
     fast = clean & ~unusual
 
-    forward, forward_stops, forward_offsets = translated_phases(raw)
+    (forward, forward_stops, forward_offsets), (reverse, reverse_stops, reverse_offsets) = translated_strands(raw)
     reverse_raw = _RC[letters][::-1].tobytes()
-    reverse, reverse_stops, reverse_offsets = translated_phases(reverse_raw)
     reverse_text = reverse_raw.decode("ascii")
     sizes = ends - starts
     free_f, phase_f, codon_f, codons_f = _stop_free(starts, sizes, forward_stops, forward_offsets)
@@ -256,16 +295,17 @@ def identify_record(record_id: str, sequence: str, read_length: int, cds: CdsInd
     for k, f, p, j, n, first, stop in zip(window_index.tolist(), frame_index.tolist(), phase[free].tolist(),
                                           codon[free].tolist(), codons[free].tolist(), firsts.tolist(), stops.tolist()):
         proteins, text = strands[f]
-        candidates.append((k, f"{prefix}{k + 1}{suffixes[f]}", text[first:stop], proteins[p][j: j + n]))
+        chain = (p if f < 3 else 3 + p, j)   # which phase translation the protein is a stretch of, and where
+        candidates.append((k, f"{prefix}{k + 1}{suffixes[f]}", text[first:stop], proteins[p][j: j + n], chain))
     if unusual.any():
         for k in np.nonzero(unusual)[0].tolist():
             a, b = int(starts[k]), int(ends[k])
-            candidates += [(k, f"{prefix}{k + 1}{suffix}", nucleotide, protein)
+            candidates += [(k, f"{prefix}{k + 1}{suffix}", nucleotide, protein, None)
                            for suffix, protein, nucleotide in virnucpro_frames(sequence[a:b])
                            if protein and "*" not in protein]
         candidates.sort(key=lambda c: c[0])  # stable: the frames of a window keep their order
-    candidates = [c[1:] for c in candidates]
-    kept = cds.contains_all([protein for _, _, protein in candidates])
+    kept = cds.contains_all([c[3] for c in candidates], [c[4] for c in candidates])
+    candidates = [c[1:4] for c in candidates]
     frames = [candidate for candidate, ok in zip(candidates, kept) if ok]
     stats.frames_kept += len(frames)
     return frames
@@ -362,14 +402,16 @@ def genbank_blocks(path, block_size: int = 1 << 22):
         buffer = b""
         while True:
             block = handle.read(block_size)
-            buffer += block
+            buffer = buffer + block if buffer else block
+            start = 0   # records are cut by offset; the buffer is copied once a block, not once a record
             while True:
-                end = buffer.find(b"\n//")
+                end = buffer.find(b"\n//", start)
                 if end < 0:
                     break
-                yield buffer[: end + 1]
+                yield buffer[start: end + 1]
                 rest = buffer.find(b"\n", end + 3)
-                buffer = buffer[rest + 1:] if rest >= 0 else b""
+                start = rest + 1 if rest >= 0 else len(buffer)
+            buffer = buffer[start:]
             if not block:
                 break
         if buffer.strip():

@@ -13,8 +13,11 @@ outside the GEMMs (attention masks and rotary tables rebuilt per batch, erf-GELU
 - Q, K and V come from one fused GEMM, and rotary is applied once to q and k together, from cos/sin tables
   gathered once per batch (not per layer);
 - optionally the FC1 GEMM applies GELU in cuBLASLt's epilogue (`torch._addmm_activation`; tanh form on CUDA,
-  gated on measured cosine to the erf model), and one layer is compiled (`regional compilation`) and reused
-  by all 33, so a new process traces one layer, not the model.
+  gated on measured cosine to the erf model);
+- on GPU (`fused_kernels`, the default there) the layers run eager through two Triton kernels
+  (`esm_kernels.py`: bias + residual + LayerNorm in one pass, rotary in place) with the out-projection and FC2
+  GEMMs accumulating into the residual stream, so nothing is compiled; otherwise one layer is compiled
+  (`regional compilation`) and reused by all 33, so a new process traces one layer, not the model.
 
 transformers' `EsmModel` stays the reference in tests (fp32 allclose) and the fallback (`--fast_forward false`).
 """

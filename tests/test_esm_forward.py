@@ -15,7 +15,8 @@ CLS, PAD, EOS, MASK = 0, 1, 2, 32
 
 
 def small_esm(emb_layer_norm_before=False, token_dropout=True, seed=0) -> EsmModel:
-    """A small rotary ESM-2 with LayerNorms away from the identity, so a mixed-up LayerNorm shows."""
+    """A small rotary ESM-2 with LayerNorms away from the identity and non-zero biases, so a mixed-up LayerNorm or
+    a lost bias shows."""
     torch.manual_seed(seed)
     config = EsmConfig(vocab_size=33, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                        intermediate_size=128, max_position_embeddings=1026, position_embedding_type="rotary",
@@ -26,6 +27,8 @@ def small_esm(emb_layer_norm_before=False, token_dropout=True, seed=0) -> EsmMod
         for module in model.modules():
             if isinstance(module, torch.nn.LayerNorm):
                 module.weight.normal_(1.0, 0.3)
+                module.bias.normal_(0.0, 0.3)
+            elif isinstance(module, torch.nn.Linear):  # initialised to zero: a dropped or doubled bias would not show
                 module.bias.normal_(0.0, 0.3)
     return model
 

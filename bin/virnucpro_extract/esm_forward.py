@@ -15,7 +15,7 @@ outside the GEMMs (attention masks and rotary tables rebuilt per batch, erf-GELU
 - optionally the FC1 GEMM applies GELU in cuBLASLt's epilogue (`torch._addmm_activation`; tanh form on CUDA,
   gated on measured cosine to the erf model);
 - on GPU (`fused_kernels`, the default there) the layers run eager through two Triton kernels
-  (`esm_kernels.py`: bias + residual + LayerNorm in one pass, rotary in place) with the out-projection and FC2
+  (`esm_kernels.py`: LayerNorm with the pending biases added, rotary in place) with the out-projection and FC2
   GEMMs accumulating into the residual stream, so nothing is compiled; otherwise one layer is compiled
   (`regional compilation`) and reused by all 33, so a new process traces one layer, not the model.
 
@@ -151,31 +151,30 @@ class EsmLayerWeights(nn.Module):
             f = erf_gelu(F.linear(h, self.fc1_weight, self.fc1_bias))
         return x, F.linear(f, self.fc2_weight, self.fc2_bias)
 
-    def forward_fused(self, x: torch.Tensor, pending_bias: torch.Tensor | None, cos_half: torch.Tensor,
+    def forward_fused(self, x: torch.Tensor, offsets: tuple[torch.Tensor | None, torch.Tensor], cos_half: torch.Tensor,
                       sin_half: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int, batch: int,
-                      uniform: bool) -> torch.Tensor:
+                      uniform: bool) -> None:
         """The same layer through the Triton kernels, eager, updating the residual stream x [tokens, hidden] in place.
 
-        The out-projection and FC2 GEMMs accumulate into x (`addmm_`, beta = 1) and leave their bias to the
-        next fused bias + residual + LayerNorm kernel; returns the bias still pending (this layer's FC2 bias),
-        which the next layer (or the final LayerNorm) adds. cos_half/sin_half [tokens, head_dim / 2] float32.
+        The out-projection and FC2 GEMMs accumulate into x (`addmm_`, beta = 1) without their biases; `offsets`
+        are the running sums of the biases x lacks before each LayerNorm (`EsmInferenceEncoder.residual_offsets`),
+        which the LayerNorm kernel adds. cos_half/sin_half [tokens, head_dim / 2] float32.
         """
-        from .esm_kernels import bias_residual_layernorm_, rotary_
+        from .esm_kernels import offset_layernorm, rotary_
 
         tokens, hidden = x.shape
         head_dim = hidden // self.num_heads
-        h = bias_residual_layernorm_(x, pending_bias, self.ln1_weight, self.ln1_bias, self.eps)
+        h = offset_layernorm(x, offsets[0], self.ln1_weight, self.ln1_bias, self.eps)
         qkv = F.linear(h, self.qkv_weight, self.qkv_bias)                      # [tokens, 3 hidden]
         rotary_(qkv, cos_half, sin_half, self.num_heads)
         qkv = qkv.view(tokens, 3, self.num_heads, head_dim)
         attended = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, max_len, batch, uniform)
         x.addmm_(attended.reshape(tokens, hidden), self.out_weight.t())
-        h = bias_residual_layernorm_(x, self.out_bias, self.ln2_weight, self.ln2_bias, self.eps)
+        h = offset_layernorm(x, offsets[1], self.ln2_weight, self.ln2_bias, self.eps)
         self.feed_forward_(x, h)
-        return self.fc2_bias
 
     def feed_forward_(self, x: torch.Tensor, h: torch.Tensor) -> None:
-        """x [tokens, hidden] += FC2(GELU(FC1(h))), FC2's bias left pending; FC2 accumulates into x in its GEMM."""
+        """x [tokens, hidden] += FC2(GELU(FC1(h))) without FC2's bias (a residual offset); FC2 accumulates into x."""
         if self.gelu_epilogue:
             f = torch._addmm_activation(self.fc1_bias, h, self.fc1_weight.t(), use_gelu=True)
         else:
@@ -311,15 +310,33 @@ class EsmInferenceEncoder(nn.Module):
             x, ffn_out = layer(x, ffn_out, cos, sin, batch.cu_seqlens, batch.max_len, batch.batch_size, batch.uniform)
         return F.layer_norm(x + ffn_out, (self.hidden_size,), self.final_ln_weight, self.final_ln_bias, self.eps)
 
+    def residual_offsets(self) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
+        """Per layer, the biases the residual stream lacks before its two LayerNorms, and before the final one:
+        [(before LN1, before LN2)] + [(before the final LayerNorm, None)], [hidden] float32.
+
+        In the fused forward the out-projection and FC2 GEMMs add a @ W^T to the stream and not their bias b: the
+        stream then differs from EsmModel's by the sum of the biases so far, a constant per position in the layer
+        stack, computed once here and added inside each LayerNorm.
+        """
+        if getattr(self, "_residual_offsets", None) is None:
+            offsets, running = [], None
+            for layer in self.layers:
+                before_ln1 = running
+                running = layer.out_bias.float() if running is None else running + layer.out_bias.float()
+                offsets.append((before_ln1, running))
+                running = running + layer.fc2_bias.float()
+            self._residual_offsets = offsets + [(running, None)]
+        return self._residual_offsets
+
     def _last_hidden_state_fused(self, x, cos_half, sin_half, batch: PackedBatch) -> torch.Tensor:
         """`last_hidden_state` through the Triton kernels (see EsmLayerWeights.forward_fused); x is overwritten."""
-        from .esm_kernels import bias_residual_layernorm_
+        from .esm_kernels import offset_layernorm
 
-        pending = None
-        for layer in self.layers:
-            pending = layer.forward_fused(x, pending, cos_half, sin_half, batch.cu_seqlens, batch.max_len,
-                                          batch.batch_size, batch.uniform)
-        return bias_residual_layernorm_(x, pending, self.final_ln_weight, self.final_ln_bias, self.eps)
+        offsets = self.residual_offsets()
+        for layer, layer_offsets in zip(self.layers, offsets):
+            layer.forward_fused(x, layer_offsets, cos_half, sin_half, batch.cu_seqlens, batch.max_len,
+                                batch.batch_size, batch.uniform)
+        return offset_layernorm(x, offsets[-1][0], self.final_ln_weight, self.final_ln_bias, self.eps)
 
     def pooled_residue_means(self, batch: PackedBatch) -> torch.Tensor:
         """[batch, hidden] float32: mean of the last hidden state over each protein's residues (BOS/EOS excluded).

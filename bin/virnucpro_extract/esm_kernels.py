@@ -4,10 +4,11 @@ Why: with the GEMMs near peak, what kept the compiled forward at 416k tokens/s o
 (15 % of GPU time at about 40 % of memory bandwidth) and the rotary pass, plus ~30 s of Dynamo tracing and
 Inductor tuning in every fresh process. These two kernels replace both the compile and those passes:
 
-- `bias_residual_layernorm_`: the residual stream `x` already holds `x + a @ W^T` (the out-projection and FC2
-  GEMMs accumulate into it in place, `addmm_` with beta = 1); this adds the GEMM's bias to `x` in place and
-  returns LayerNorm(x): one read and two writes of `[tokens, hidden]`, instead of a GEMM output, a residual
-  add and a LayerNorm (two reads, three writes);
+- `offset_layernorm`: the residual stream `x` already holds `x + a @ W^T` (the out-projection and FC2 GEMMs
+  accumulate into it in place, `addmm_` with beta = 1) but not those GEMMs' biases, which are constants: their
+  running sum is one `[hidden]` vector per LayerNorm, added inside it. One read and one write of
+  `[tokens, hidden]`, instead of a GEMM output, a bias and residual add and a LayerNorm (two reads, three
+  writes);
 - `rotary_`: rotates q and k inside the fused QKV output in place, in float32 as transformers does.
 
 Triton compiles each kernel once per machine (its on-disk cache keeps it), in about a second. Both run under
@@ -21,25 +22,23 @@ import triton.language as tl
 
 # Launch settings, measured on an H200 by benchmarks/bench_forward.py's kernel sweep (131,072 tokens, hidden
 # 1280, bf16); see benchmarks/results/forward_h200.json "kernel_sweep".
-# LayerNorm: 252 us = 3.99 TB/s, 83 % of the card's bandwidth (block_m 1 / 8 warps: 289 us); rotary: 337 us, 85 %.
-LAYERNORM_LAUNCH = {"block_m": 2, "num_warps": 4}
+# LayerNorm (one read, one write): 188 us = 3.57 TB/s, 74 % of the card's bandwidth (block_m 2: 198 us; the
+# earlier in-place variant, one read and two writes: 252 us); rotary: 337 us, 85 %.
+LAYERNORM_LAUNCH = {"block_m": 4, "num_warps": 4}
 ROTARY_LAUNCH = {"block_t": 1, "num_warps": 4}
 
 
 @triton.jit
-def _bias_residual_layernorm_kernel(x_ptr, bias_ptr, weight_ptr, ln_bias_ptr, out_ptr, n_rows, n_cols, eps,
-                                    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _offset_layernorm_kernel(x_ptr, offset_ptr, weight_ptr, ln_bias_ptr, out_ptr, n_rows, n_cols, eps,
+                             HAS_OFFSET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < n_cols
     mask = (rows < n_rows)[:, None] & col_ok[None, :]
     offsets = rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        x += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        stored = x.to(x_ptr.dtype.element_ty)
-        tl.store(x_ptr + offsets, stored, mask=mask)
-        x = stored.to(tl.float32)  # normalise the residual as stored, as the unfused layers do
+    if HAS_OFFSET:
+        x += tl.load(offset_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     mean = tl.sum(x, axis=1) / n_cols
     centred = tl.where(mask, x - mean[:, None], 0.0)
     rstd = tl.rsqrt(tl.sum(centred * centred, axis=1) / n_cols + eps)
@@ -49,21 +48,22 @@ def _bias_residual_layernorm_kernel(x_ptr, bias_ptr, weight_ptr, ln_bias_ptr, ou
     tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def bias_residual_layernorm_(x: torch.Tensor, bias: torch.Tensor | None, weight: torch.Tensor, ln_bias: torch.Tensor,
-                             eps: float, block_m: int | None = None, num_warps: int | None = None) -> torch.Tensor:
-    """x [tokens, hidden] (contiguous) += bias [hidden] in place (when given); returns LayerNorm(x), x's dtype.
+def offset_layernorm(x: torch.Tensor, offset: torch.Tensor | None, weight: torch.Tensor, ln_bias: torch.Tensor,
+                     eps: float, block_m: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+    """LayerNorm(x + offset) -> [tokens, hidden] in x's dtype; x [tokens, hidden] (contiguous) is only read.
 
-    Statistics in float32 over the residual as stored, so in float32 this is `F.layer_norm(x + bias)` exactly
-    up to summation order.
+    offset [hidden] float32 (or None): the biases the residual stream has not been given (see
+    `EsmInferenceEncoder.residual_offsets`). Statistics in float32, so in float32 this is
+    `F.layer_norm(x + offset)` up to summation order: one read and one write of the tokens.
     """
     assert x.is_contiguous() and x.dim() == 2
     n_rows, n_cols = x.shape
     block_m = block_m or LAYERNORM_LAUNCH["block_m"]
     out = torch.empty_like(x)
     grid = (triton.cdiv(n_rows, block_m),)
-    _bias_residual_layernorm_kernel[grid](
-        x, bias if bias is not None else x, weight, ln_bias, out, n_rows, n_cols, eps,
-        HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=triton.next_power_of_2(n_cols),
+    _offset_layernorm_kernel[grid](
+        x, offset if offset is not None else x, weight, ln_bias, out, n_rows, n_cols, eps,
+        HAS_OFFSET=offset is not None, BLOCK_M=block_m, BLOCK_N=triton.next_power_of_2(n_cols),
         num_warps=num_warps or LAYERNORM_LAUNCH["num_warps"])
     return out
 

@@ -23,6 +23,17 @@ def timed(fn):
     return result, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
 
 
+def seconds_per_call(call, repeats: int) -> float:
+    """Mean seconds of `call()` on the GPU over `repeats` calls, after one call outside the clock (its compile)."""
+    call()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
 def dnabert2_model_dir(code_dir: Path, out_dir: Path, seed: int = 0, layers: int | None = None) -> Path:
     """A DNABERT-S-shaped model directory with random weights: DNABERT-2's own code (`code_dir`: its
     bert_layers.py, bert_padding.py, configuration_bert.py, flash_attn_triton.py and config.json, e.g. from

@@ -46,7 +46,7 @@ from bench_embed import (  # noqa: E402
     random_proteins,  # noqa: E402
 )
 
-from bench_common import DEVICE, SMOKE, kernel_profile, timed  # noqa: E402
+from bench_common import DEVICE, SMOKE, kernel_profile, seconds_per_call, timed  # noqa: E402
 from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, plan_packed_batches  # noqa: E402
 from virnucpro_extract.esm_forward import EsmInferenceEncoder  # noqa: E402
 from virnucpro_extract.models import load_tokenizer  # noqa: E402
@@ -153,13 +153,7 @@ def gemm_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> d
                  "fp8_rowwise": lambda: torch._scaled_mm(a8, w8.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)}
         for kind, call in calls.items():
             try:
-                call()
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(20):
-                    call()
-                torch.cuda.synchronize()
-                seconds = (time.perf_counter() - start) / 20
+                seconds = seconds_per_call(call, 20)
                 out[f"{name}_{kind}"] = {"ms": round(seconds * 1e3, 3), "tflops": round(2 * tokens * k * n / seconds / 1e12, 1)}
             except Exception as exc:
                 out[f"{name}_{kind}"] = {"error": repr(exc)[:200]}
@@ -192,13 +186,7 @@ def attention_probe(tokens: int = 131072, heads: int = 20, head_dim: int = 64) -
         try:
             with sdpa_kernel([getattr(SDPBackend, name.split("_", 1)[1].upper())]) if name.startswith("uniform") \
                     else contextlib.nullcontext():
-                call()
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(20):
-                    call()
-                torch.cuda.synchronize()
-            out[name] = {"ms": round((time.perf_counter() - start) / 20 * 1e3, 3)}
+                out[name] = {"ms": round(seconds_per_call(call, 20) * 1e3, 3)}
         except Exception as exc:
             out[name] = {"error": repr(exc)[:200]}
     print(f"attention probe: {out}", flush=True)
@@ -230,13 +218,7 @@ def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int 
         rows = []
         for cfg in configs:
             try:
-                call(cfg)
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(50):
-                    call(cfg)
-                torch.cuda.synchronize()
-                seconds = (time.perf_counter() - start) / 50
+                seconds = seconds_per_call(lambda: call(cfg), 50)
                 rows.append({**cfg, "us": round(seconds * 1e6, 1), "gb_per_s": round(bytes_moved / seconds / 1e9, 1),
                              "share_of_bandwidth": round(bytes_moved / seconds / 1e9 / bandwidth_gbs, 3)})
             except Exception as exc:  # a launch setting the card refuses is a finding, not a failure

@@ -316,17 +316,16 @@ class EsmInferenceEncoder(nn.Module):
 
         In the fused forward the out-projection and FC2 GEMMs add a @ W^T to the stream and not their bias b: the
         stream then differs from EsmModel's by the sum of the biases so far, a constant per position in the layer
-        stack, computed once here and added inside each LayerNorm.
+        stack, added inside each LayerNorm. Computed from the weights as they are (66 additions of [hidden]
+        vectors a batch, nothing beside the tokens' work), so a cast or move of the module cannot leave it stale.
         """
-        if getattr(self, "_residual_offsets", None) is None:
-            offsets, running = [], None
-            for layer in self.layers:
-                before_ln1 = running
-                running = layer.out_bias.float() if running is None else running + layer.out_bias.float()
-                offsets.append((before_ln1, running))
-                running = running + layer.fc2_bias.float()
-            self._residual_offsets = offsets + [(running, None)]
-        return self._residual_offsets
+        offsets, running = [], None
+        for layer in self.layers:
+            before_ln1 = running
+            running = layer.out_bias.float() if running is None else running + layer.out_bias.float()
+            offsets.append((before_ln1, running))
+            running = running + layer.fc2_bias.float()
+        return offsets + [(running, None)]
 
     def _last_hidden_state_fused(self, x, cos_half, sin_half, batch: PackedBatch) -> torch.Tensor:
         """`last_hidden_state` through the Triton kernels (see EsmLayerWeights.forward_fused); x is overwritten."""

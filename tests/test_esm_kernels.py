@@ -63,10 +63,10 @@ def test_rotary_in_place_equals_the_reference_rotation_and_leaves_v_alone(dtype)
 def test_fused_forward_equals_esm_model_in_fp32(layout, gelu_epilogue):
     model = small_esm()
     rows = random_rows(LAYOUTS[layout], with_mask_token=True)
-    batch = pack_proteins(rows, CLS, EOS, "cpu")
+    batch = pack_proteins(rows, CLS, EOS, DEVICE)
     with torch.inference_mode():
-        fused = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue, fused_kernels=True).eval()
-        got = fused.pooled_residue_means(batch)
+        fused = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue, fused_kernels=True).to(DEVICE).eval()
+        got = fused.pooled_residue_means(batch).cpu()
     expected = reference_means(model, rows)
     assert torch.allclose(got, expected, atol=2e-5, rtol=0), (got - expected).abs().max()
 
@@ -75,7 +75,7 @@ def test_fused_forward_in_bf16_is_within_the_cosine_bound():
     model = small_esm()
     rows = random_rows([20, 20, 20, 33, 8, 50])
     expected = reference_means(model, rows)
-    fused = EsmInferenceEncoder(model, fused_kernels=True).to(torch.bfloat16).eval()
+    fused = EsmInferenceEncoder(model, fused_kernels=True).to(DEVICE, torch.bfloat16).eval()
     with torch.inference_mode():
-        got = fused.pooled_residue_means(pack_proteins(rows, CLS, EOS, "cpu"))
+        got = fused.pooled_residue_means(pack_proteins(rows, CLS, EOS, DEVICE)).cpu()
     assert torch.nn.functional.cosine_similarity(got, expected, dim=1).min() > 0.999

@@ -202,16 +202,17 @@ def rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 def attend(q, k, v, cu_seqlens, max_len: int, batch: int, uniform: bool) -> torch.Tensor:
     """Attention within each protein: q, k, v [tokens, heads, head_dim] -> [tokens, heads, head_dim].
 
-    One length for all proteins: SDPA on a [batch, heads, length, head_dim] view, no mask. Mixed lengths on CUDA:
-    variable-length flash attention on the packed tokens. Mixed lengths elsewhere (CPU tests, CPU runs): SDPA
-    over a padded copy with a key mask; the same maths.
+    One length for all proteins: SDPA on a [batch, heads, length, head_dim] view, no mask. Mixed lengths on CUDA
+    in fp16/bf16: variable-length flash attention on the packed tokens. Mixed lengths elsewhere (CPU, and
+    `--precision fp32` on a GPU, which flash attention does not take): SDPA over a padded copy with a key mask;
+    the same maths.
     """
     tokens, heads, head_dim = q.shape
     if uniform:
         shape = (batch, tokens // batch, heads, head_dim)
         out = F.scaled_dot_product_attention(*(t.reshape(shape).transpose(1, 2) for t in (q, k, v)))
         return out.transpose(1, 2).reshape(tokens, heads, head_dim)
-    if q.is_cuda:
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         from torch.nn.attention.varlen import varlen_attn
 
         return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len)

@@ -68,7 +68,9 @@ def test_fused_forward_equals_esm_model_in_fp32(layout, gelu_epilogue):
         fused = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue, fused_kernels=True).to(DEVICE).eval()
         got = fused.pooled_residue_means(batch).cpu()
     expected = reference_means(model, rows)
-    assert torch.allclose(got, expected, atol=2e-5, rtol=0), (got - expected).abs().max()
+    # On CUDA cuBLASLt's GELU epilogue is the tanh form (2.6e-5 from erf on an H200); on the CPU it is erf itself.
+    tolerance = 1e-4 if gelu_epilogue and DEVICE == "cuda" else 2e-5
+    assert torch.allclose(got, expected, atol=tolerance, rtol=0), (got - expected).abs().max()
 
 
 def test_fused_forward_in_bf16_is_within_the_cosine_bound():

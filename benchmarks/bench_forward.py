@@ -55,6 +55,9 @@ from virnucpro_extract.models import load_tokenizer  # noqa: E402
 VARIANTS = {
     "6_fused_kernels_tanh_epilogue_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_erf_131072": ("fused", 131072, False, False, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": ("fused_fc165536", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_fc1_in_32768_131072": ("fused_fc132768", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": ("fused_fc116384", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
     "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
     "6_fused_kernels_tanh_epilogue_sdpa_flash_131072": ("fused_flash", 131072, False, True, 0.25, None),
@@ -158,6 +161,28 @@ def gemm_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> d
             except Exception as exc:
                 out[f"{name}_{kind}"] = {"error": repr(exc)[:200]}
     print(f"gemm probe: {out}", flush=True)
+    return out
+
+
+def ffn_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> dict:
+    """TFLOP/s of FC1 with cuBLASLt's GELU epilogue (what the worker runs), FC1 with its bias only, and FC2
+    accumulating into the residual stream, on slices of the batch: whether a slice size gets a faster kernel."""
+    out = {}
+    h = torch.randn(tokens, hidden, device=DEVICE, dtype=torch.bfloat16)
+    w1, b1 = torch.randn(inner, hidden, device=DEVICE, dtype=torch.bfloat16), torch.randn(inner, device=DEVICE, dtype=torch.bfloat16)
+    w2 = torch.randn(hidden, inner, device=DEVICE, dtype=torch.bfloat16)
+    f = torch.randn(tokens, inner, device=DEVICE, dtype=torch.bfloat16)
+    x = torch.randn(tokens, hidden, device=DEVICE, dtype=torch.bfloat16)
+    flops = 2 * tokens * hidden * inner
+    for rows in (131072, 65536, 32768, 16384):
+        slices = [slice(s, s + rows) for s in range(0, tokens, rows)]
+        calls = {"fc1_gelu_epilogue": lambda: [torch._addmm_activation(b1, h[r], w1.t(), use_gelu=True) for r in slices],
+                 "fc1_bias_only": lambda: [F.linear(h[r], w1, b1) for r in slices],
+                 "fc2_accumulate": lambda: [x[r].addmm_(f[r], w2.t()) for r in slices]}
+        for name, call in calls.items():
+            seconds = seconds_per_call(call, 10)
+            out[f"{name}_{rows}"] = {"ms": round(seconds * 1e3, 3), "tflops": round(flops / seconds / 1e12, 1)}
+    print(f"ffn probe: {out}", flush=True)
     return out
 
 
@@ -272,6 +297,7 @@ def main():
     if not SMOKE:
         doc["kernel_sweep"] = kernel_sweep(dtype, args.bandwidth_gbs)
         doc["gemm_probe"] = gemm_probe()
+        doc["ffn_probe"] = ffn_probe()
         doc["attention_probe"] = attention_probe()
         if args.probes_only:
             Path(args.out).write_text(json.dumps(doc, indent=1))
@@ -310,6 +336,9 @@ def main():
                 model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue, forward.startswith("fused"))
                 if forward == "fused_fp8":
                     fp8_feed_forward(model)
+                if forward.startswith("fused_fc1"):        # FC1 on slices of this many tokens
+                    for layer in model.layers:
+                        layer.fc1_slice_tokens = int(forward[len("fused_fc1"):])
                 backend = {"fused_flash": "FLASH_ATTENTION", "fused_efficient": "EFFICIENT_ATTENTION"}.get(forward)
                 sdpa_backend(backend)
                 if forward == "esmmodel":

@@ -73,6 +73,20 @@ def test_fused_forward_equals_esm_model_in_fp32(layout, gelu_epilogue):
     assert torch.allclose(got, expected, atol=tolerance, rtol=0), (got - expected).abs().max()
 
 
+def test_fused_forward_with_fc1_in_token_slices_equals_esm_model_in_fp32():
+    """FC1 (GELU epilogue) on slices of 7 tokens (ragged last slice) writes the same rows as on the whole batch."""
+    model = small_esm()
+    rows = random_rows(LAYOUTS["mixed lengths (packed)"], with_mask_token=True)
+    with torch.inference_mode():
+        fused = EsmInferenceEncoder(model, gelu_epilogue=True, fused_kernels=True).to(DEVICE).eval()
+        for layer in fused.layers:
+            layer.fc1_slice_tokens = 7
+        got = fused.pooled_residue_means(pack_proteins(rows, CLS, EOS, DEVICE)).cpu()
+    expected = reference_means(model, rows)
+    tolerance = 1e-4 if DEVICE == "cuda" else 2e-5   # the epilogue's tanh GELU on CUDA, erf on the CPU
+    assert torch.allclose(got, expected, atol=tolerance, rtol=0), (got - expected).abs().max()
+
+
 def test_fused_forward_in_bf16_is_within_the_cosine_bound():
     model = small_esm()
     rows = random_rows([20, 20, 20, 33, 8, 50])

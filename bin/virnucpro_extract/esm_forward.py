@@ -13,7 +13,7 @@ outside the GEMMs (attention masks and rotary tables rebuilt per batch, erf-GELU
 - Q, K and V come from one fused GEMM, and rotary is applied once to q and k together, from cos/sin tables
   gathered once per batch (not per layer);
 - optionally the FC1 GEMM applies GELU in cuBLASLt's epilogue (`torch._addmm_activation`; tanh form on CUDA,
-  gated on measured cosine to the erf model);
+  gated on measured cosine to the erf model), on slices of FC1_SLICE_TOKENS tokens on the fused path;
 - on GPU (`fused_kernels`, the default there) the layers run eager through two Triton kernels
   (`esm_kernels.py`: LayerNorm with the pending biases added, rotary in place) with the out-projection and FC2
   GEMMs accumulating into the residual stream, so nothing is compiled; otherwise one layer is compiled
@@ -33,6 +33,11 @@ from torch import nn
 
 # ESM's token-dropout constant: the embeddings were trained with 15 % of tokens masked, 80 % of those zeroed.
 MASK_RATIO_TRAIN = 0.15 * 0.8
+# On the fused path, FC1 with cuBLASLt's GELU epilogue runs on slices of this many tokens: on an H200 that GEMM
+# ran at 558-564 TFLOP/s on 131,072 tokens, 604-622 on 32,768 (583 on 65,536, 527-554 on 16,384), and the
+# forward gained 1.7 % / 0.8 % (99-100 / 40-166 residues) in the same process; slicing FC2 as well lost it again
+# (benchmarks/results/forward_h200_fc1_slices.json, forward_h200_ffn_slices.json).
+FC1_SLICE_TOKENS = 32768
 
 
 def esm_model_supported(model) -> str | None:
@@ -118,6 +123,7 @@ class EsmLayerWeights(nn.Module):
         super().__init__()
         attention = layer.attention.self
         self.num_heads, self.eps, self.gelu_epilogue = num_heads, eps, gelu_epilogue
+        self.fc1_slice_tokens: int | None = None    # see feed_forward_
         take = lambda t: nn.Parameter(t.detach(), requires_grad=False)  # noqa: E731
         self.ln1_weight, self.ln1_bias = take(layer.attention.LayerNorm.weight), take(layer.attention.LayerNorm.bias)
         self.qkv_weight = take(torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
@@ -174,9 +180,18 @@ class EsmLayerWeights(nn.Module):
         self.feed_forward_(x, h)
 
     def feed_forward_(self, x: torch.Tensor, h: torch.Tensor) -> None:
-        """x [tokens, hidden] += FC2(GELU(FC1(h))) without FC2's bias (a residual offset); FC2 accumulates into x."""
+        """x [tokens, hidden] += FC2(GELU(FC1(h))) without FC2's bias (a residual offset); FC2 accumulates into x.
+
+        With `fc1_slice_tokens` and the GELU epilogue, FC1 runs on slices of that many tokens, each written into
+        its rows of one [tokens, intermediate] output (rows are independent: the same result), and FC2 on the
+        whole batch: cuBLASLt picks another kernel for the epilogue GEMM at another size.
+        """
         if self.gelu_epilogue:
-            f = torch._addmm_activation(self.fc1_bias, h, self.fc1_weight.t(), use_gelu=True)
+            slice_tokens = self.fc1_slice_tokens or x.shape[0]
+            f = h.new_empty(x.shape[0], self.fc1_weight.shape[0])
+            for start in range(0, x.shape[0], slice_tokens):
+                rows = slice(start, start + slice_tokens)
+                torch._addmm_activation(self.fc1_bias, h[rows], self.fc1_weight.t(), use_gelu=True, out=f[rows])
         else:
             f = erf_gelu(F.linear(h, self.fc1_weight, self.fc1_bias))
         x.addmm_(f, self.fc2_weight.t())
@@ -257,6 +272,9 @@ class EsmInferenceEncoder(nn.Module):
         self.emb_ln_weight, self.emb_ln_bias = (take(norm.weight), take(norm.bias)) if norm is not None else (None, None)
         self.layers = nn.ModuleList(EsmLayerWeights(layer, config.num_attention_heads, self.eps, gelu_epilogue)
                                     for layer in model.encoder.layer)
+        if fused_kernels:
+            for layer in self.layers:
+                layer.fc1_slice_tokens = FC1_SLICE_TOKENS
         final = model.encoder.emb_layer_norm_after
         self.final_ln_weight, self.final_ln_bias = take(final.weight), take(final.bias)
         # Not a buffer: .to(bfloat16) would round it. cos/sin are computed in float32 from the checkpoint's

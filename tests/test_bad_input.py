@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from conftest import SCHEMA, cli, cli_process, dnabert_object, expect_errors, write_dnabert, write_fasta, write_samplesheet
+from conftest import SCHEMA, cli, cli_process, demo_chunks, dnabert_object, expect_errors, write_dnabert, write_fasta, write_samplesheet
 
 GOOD = [("NC_000001.1_chunk_1F1", "MKVLAAGIVGLLLAVSTAQA"),
         ("NC_000001.1_chunk_1R2", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"),
@@ -125,6 +125,24 @@ def test_stop_inside_protein(tmp_path, tiny_model):
     _, matches = rejected(tmp_path, tiny_model, (fasta_path(tmp_path), rf"record {IDS[2]} \(line 5\)",
                                                  r"^stop codon '\*' inside the protein at residue 4$"), records=records)
     assert "internal stops" in matches[0]["fix"]
+
+
+def test_a_protein_of_only_a_stop_is_rejected(tmp_path, tiny_model):
+    """'*' alone leaves no residue once the trailing stop is dropped: embedded, it would be a row of zeros (fast
+    forward) or of NaN (EsmModel) that validation would not catch."""
+    records = [GOOD[0], (IDS[1], "*"), GOOD[2]]
+    rejected(tmp_path, tiny_model, (fasta_path(tmp_path), rf"record {IDS[1]} \(line 3\)",
+                                    r"^record has no residues, only a stop codon '\*'$"), records=records)
+
+
+@pytest.mark.parametrize("option, value", [("--max_length", 0), ("--max_length", -3), ("--toks_per_batch", 0)])
+def test_embed_refuses_a_length_or_budget_below_one(tmp_path, demo_data, tiny_model, option, value):
+    """--max_length -3 would cut three residues off every protein (Python's negative slice), 0 embed nothing."""
+    chunk = demo_chunks(demo_data)[0]
+    result = cli("embed", f"{chunk['key']}={chunk['fasta']}", "--esm_model", tiny_model, "--use_gpu", "false",
+                 option, value, "--outdir", tmp_path)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.stderr, result.stderr
+    assert not list(tmp_path.glob("**/*.pt"))
 
 
 def test_trailing_stop_is_accepted(tmp_path, tiny_model):

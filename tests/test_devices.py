@@ -109,6 +109,57 @@ def test_each_retry_halves_the_token_budget(tmp_path, demo_data, tiny_model):
     assert json.loads((tmp_path / "s.json").read_text())["token_budget"] == 1024
 
 
+def test_out_of_memory_halves_run_after_the_failed_batch_is_released():
+    """The halves of a batch that ran out of memory must not run while the failed forward's activations are still
+    held (by the exception's traceback): on a GPU that memory is what the halves need."""
+    import gc
+    import weakref
+
+    import torch
+
+    from virnucpro_extract.runtime import split_on_out_of_memory
+
+    failed_activations, alive_at_retry, done = [], [], []
+
+    def run(batch):
+        alive_at_retry.append(sum(ref() is not None for ref in failed_activations))
+        activations = torch.zeros(1000)       # what a forward holds in its frame when the allocator gives up
+        if len(batch) > 2:
+            failed_activations.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        done.extend(batch)
+
+    gc.disable()                              # reference counting alone must release them, as it does on the GPU
+    try:
+        split_on_out_of_memory(list(range(8)), run, lambda index: AssertionError(index))
+    finally:
+        gc.enable()
+    assert done == list(range(8))
+    assert alive_at_retry == [0] * len(alive_at_retry), alive_at_retry
+
+
+def test_default_precision_is_fp16_on_cards_without_bf16_and_varlen_flash_only_where_it_runs(monkeypatch):
+    """Before compute capability 8.0 there are no bf16 tensor cores and no FlashAttention ('only supports Ampere
+    GPUs or newer'): the default precision is fp16 there and mixed lengths take the padded SDPA route."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from virnucpro_extract.esm_forward import varlen_flash_applies
+    from virnucpro_extract.runtime import choose_dtype
+
+    cuda = torch.device("cuda")
+    assert choose_dtype(None, torch.device("cpu")) == (torch.float32, "fp32")
+    for capability, precision, flash in (((7, 5), "fp16", False), ((8, 0), "bf16", True), ((9, 0), "bf16", True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert choose_dtype(None, cuda)[1] == precision
+        assert choose_dtype("bf16", cuda)[1] == "bf16"                 # asked for: kept
+        for dtype, takes in ((torch.bfloat16, flash), (torch.float16, flash), (torch.float32, False)):
+            q = SimpleNamespace(is_cuda=True, dtype=dtype, device=cuda)
+            assert varlen_flash_applies(q) is takes, (capability, dtype)
+    assert not varlen_flash_applies(SimpleNamespace(is_cuda=False, dtype=torch.bfloat16, device="cpu"))
+
+
 def test_fused_kernels_fall_back_with_a_warning_where_triton_cannot_run(monkeypatch):
     """A card too old for Triton's bf16 kernels gets the same maths without them, and one warning line."""
     import torch

@@ -114,10 +114,10 @@ def parse_chunk(value: str) -> tuple[str, str]:
 @click.option("--outdir", default=".", show_default=True, help="Writes <outdir>/<key>_ESM.pt per chunk.")
 @click.option("--esm_model", default=DEFAULT_ESM_MODEL, show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
-              help="Default bf16 on GPU, fp32 on CPU.")
+              help="Default bf16 on GPU (fp16 before compute capability 8.0), fp32 on CPU.")
 @click.option("--use_gpu", type=bool, default=True, show_default=True)
-@click.option("--toks_per_batch", type=int, default=None, help="Token budget per forward pass (default from free memory).")
-@click.option("--max_length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True)
+@click.option("--toks_per_batch", type=click.IntRange(min=1), default=None, help="Token budget per forward pass (default from free memory).")
+@click.option("--max_length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH, show_default=True)
 @click.option("--trust_remote_code", type=bool, default=False, show_default=True,
               help="Use the checkpoint's own model classes instead of transformers' EsmModel.")
 @click.option("--compile", "compile_model", type=bool, default=True, show_default=True,
@@ -177,9 +177,9 @@ def embed(chunks, outdir, esm_model, precision, use_gpu, toks_per_batch, max_len
 @click.option("--dnabert_model", default=DEFAULT_DNABERT_MODEL, show_default=True,
               help="Hub id or local directory of DNABERT-S (its own model code is used, with PyTorch attention).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
-              help="Default bf16 on GPU, fp32 on CPU.")
+              help="Default bf16 on GPU (fp16 before compute capability 8.0), fp32 on CPU.")
 @click.option("--use_gpu", type=bool, default=True, show_default=True)
-@click.option("--toks_per_batch", type=int, default=None, help="Token budget per forward pass (default from free memory).")
+@click.option("--toks_per_batch", type=click.IntRange(min=1), default=None, help="Token budget per forward pass (default from free memory).")
 @click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
               help="Nextflow's task.attempt: each retry halves the token budget.")
 @click.option("--stats", type=click.Path(dir_okay=False), help="Write per-chunk statistics as JSON here.")
@@ -361,7 +361,7 @@ def identify(fasta, genbank, read_length, first_record, last_record, nucleotide_
 @click.option("--nucleotide", "nucleotides", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Its nucleotide FASTA (as many, in the same order).")
 @click.option("--sequences_per_file", type=click.IntRange(min=1), default=10000, show_default=True)
-@click.option("--max_length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True,
+@click.option("--max_length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH, show_default=True,
               help="Proteins longer than this are counted (they will be truncated).")
 @click.option("--outdir", default="chunks", show_default=True)
 @click.option("--identified_outdir", default=None,

@@ -217,21 +217,28 @@ def rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 def attend(q, k, v, cu_seqlens, max_len: int, batch: int, uniform: bool) -> torch.Tensor:
     """Attention within each protein: q, k, v [tokens, heads, head_dim] -> [tokens, heads, head_dim].
 
-    One length for all proteins: SDPA on a [batch, heads, length, head_dim] view, no mask. Mixed lengths on CUDA
-    in fp16/bf16: variable-length flash attention on the packed tokens. Mixed lengths elsewhere (CPU, and
-    `--precision fp32` on a GPU, which flash attention does not take): SDPA over a padded copy with a key mask;
-    the same maths.
+    One length for all proteins: SDPA on a [batch, heads, length, head_dim] view, no mask. Mixed lengths where
+    flash attention runs (`varlen_flash_applies`): variable-length flash attention on the packed tokens.
+    Elsewhere (CPU, `--precision fp32`, cards before Ampere): SDPA over a padded copy with a key mask; the same
+    maths.
     """
     tokens, heads, head_dim = q.shape
     if uniform:
         shape = (batch, tokens // batch, heads, head_dim)
         out = F.scaled_dot_product_attention(*(t.reshape(shape).transpose(1, 2) for t in (q, k, v)))
         return out.transpose(1, 2).reshape(tokens, heads, head_dim)
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+    if varlen_flash_applies(q):
         from torch.nn.attention.varlen import varlen_attn
 
         return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len)
     return padded_attention(q, k, v, cu_seqlens, max_len)
+
+
+def varlen_flash_applies(q) -> bool:
+    """Whether variable-length flash attention takes q: CUDA, fp16 or bf16, compute capability 8.0 or later
+    (FlashAttention raises otherwise: 'only supports Ampere GPUs or newer', 'only support fp16 and bf16')."""
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+            and torch.cuda.get_device_capability(q.device)[0] >= 8)
 
 
 def padded_attention(q, k, v, cu_seqlens, max_len: int) -> torch.Tensor:

@@ -75,6 +75,9 @@ def check_protein(path, record: FastaRecord) -> str:
         raise InputError(path, where, f"stop codon '*' inside the protein at residue {stop + 1}",
                          "keep only frames without internal stops, as VirNucPro's translation step does")
     sequence = sequence.rstrip("*")
+    if not sequence:   # '*' alone: no residue to embed (an all-zero or NaN row otherwise)
+        raise InputError(path, where, "record has no residues, only a stop codon '*'",
+                         "remove the record (VirNucPro's translation step never writes an empty frame)")
     bad = sorted(set(sequence) - PROTEIN_ALPHABET)
     if bad:
         raise InputError(path, where, f"invalid residue letter(s) {''.join(bad)!r}",

@@ -37,11 +37,15 @@ def choose_device(use_gpu: bool):
 
 
 def choose_dtype(precision: str | None, device):
-    """(torch dtype, precision name): bf16 on GPU and fp32 on CPU unless `precision` says otherwise."""
+    """(torch dtype, precision name): bf16 on GPU (fp16 on cards before compute capability 8.0, which have no
+    bf16 tensor cores) and fp32 on CPU, unless `precision` says otherwise."""
     import torch
 
     if not precision:
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     return getattr(torch, PRECISIONS[precision]), precision
 
 
@@ -140,12 +144,15 @@ def split_on_out_of_memory(batch: list[int], run, too_big) -> None:
 
     try:
         run(batch)
+        return
     except torch.OutOfMemoryError:
         if len(batch) == 1:
             raise too_big(batch[0]) from None
-        torch.cuda.empty_cache()
-        split_on_out_of_memory(batch[: len(batch) // 2], run, too_big)
-        split_on_out_of_memory(batch[len(batch) // 2:], run, too_big)
+    # The halves run after the except block, not inside it: until it ends, the exception's traceback keeps the
+    # failed forward's frames alive, with every activation they hold, and empty_cache() could free none of it.
+    torch.cuda.empty_cache()
+    split_on_out_of_memory(batch[: len(batch) // 2], run, too_big)
+    split_on_out_of_memory(batch[len(batch) // 2:], run, too_big)
 
 
 def to_device(device, *arrays: np.ndarray):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import SCHEMA, cli, cli_process, demo_chunks, dnabert_object, expect_errors, write_dnabert, write_fasta, write_samplesheet
+from virnucpro_extract.errors import InputError
 
 GOOD = [("NC_000001.1_chunk_1F1", "MKVLAAGIVGLLLAVSTAQA"),
         ("NC_000001.1_chunk_1R2", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"),
@@ -207,6 +208,41 @@ def test_bad_dnabert_vector(tmp_path, tiny_model, bad, problem):
     vectors = [[0.5] * 768, bad, [0.25] * 768]
     rejected(tmp_path, tiny_model, (dnabert_path(tmp_path), f"record {ids[1]}", problem),
              dna=dnabert_object(ids, vectors=vectors))
+
+
+def test_dnabert_tensor_of_another_shape_is_rejected_though_it_holds_768_values(tmp_path, tiny_model):
+    ids = IDS[::-1]
+    vectors = [torch.randn(768), torch.randn(2, 384), torch.randn(1, 768)]
+    rejected(tmp_path, tiny_model, (dnabert_path(tmp_path), f"record {ids[1]}", r"^vector has shape \[2, 384\], expected \[768\]$"),
+             dna=dnabert_object(ids, vectors=vectors))
+
+
+def test_merge_refuses_esm_rows_that_are_not_finite(tmp_path):
+    """An ESM file with a NaN row (a model that overflowed) is not merged into features train.py would read."""
+    from virnucpro_extract.formats import write_dnabert, write_esm
+    from virnucpro_extract.merge import merge_features
+
+    vectors = torch.randn(3, 1280)
+    vectors[1, 7] = math.nan
+    write_esm(tmp_path / "c_ESM.pt", IDS, vectors)
+    write_dnabert(tmp_path / "c_DNABERT_S.pt", IDS, torch.randn(3, 768))
+    with pytest.raises(InputError) as caught:
+        merge_features(tmp_path / "c_DNABERT_S.pt", tmp_path / "c_ESM.pt", "viral", False)
+    assert f"record {IDS[1]}" in str(caught.value) and "NaN or Inf" in str(caught.value)
+
+
+def test_a_worker_refuses_to_write_embeddings_that_are_not_finite():
+    from types import SimpleNamespace
+
+    from virnucpro_extract.runtime import require_finite
+
+    chunk = SimpleNamespace(fasta="in/c1.fa", ids=IDS)
+    require_finite(torch.zeros(3, 4), chunk, "fp16")
+    rows = torch.zeros(3, 4)
+    rows[2, 0] = math.inf
+    with pytest.raises(InputError) as caught:
+        require_finite(rows, chunk, "fp16")
+    assert f"record {IDS[2]}" in str(caught.value) and "--precision bf16 or fp32" in str(caught.value)
 
 
 def test_dnabert_vectors_as_tensors_are_accepted(tmp_path, tiny_model):

@@ -154,6 +154,37 @@ def test_preflight_balance_hosts_samples_like_virnucpro(tmp_path, tiny_model):
     assert (tmp_path / "again" / "chunks.csv").read_text() == (tmp_path / "out" / "chunks.csv").read_text(), again.stderr
 
 
+def test_balance_hosts_pools_the_prefixes_of_a_category_samples_only_hosts_and_ignores_listing_order():
+    """ceil(n_viral / 7) files per host category, a category being the host name a prefix starts with (seven
+    RefSeq bacteria prefixes are one category), only host files drawn, the same files however they are listed."""
+    import random as stdlib_random
+
+    from virnucpro_extract.preflight.discovery import Chunk, balance_hosts
+
+    def files(group, label, count):
+        return [Chunk(f"output_{n}", group, label, "", "") for n in range(1, count + 1)]
+
+    viral = files("viral.1.1", "viral", 14)                                  # ceil(14 / 7) = 2 per category
+    bacteria = [c for k in range(1, 8) for c in files(f"bacteria.{k}.1", "host", 2)]
+    vertebrates = files("vertebrate_mammalian.1.1", "host", 2) + files("vertebrate_other.1.1", "host", 2)
+    archaea = files("archaea.1.1", "host", 2)
+    chunks = viral + bacteria + vertebrates + archaea
+    kept = balance_hosts(chunks, 42)
+    hosts = [c for c in kept if c.label == "host"]
+    assert [c for c in kept if c.label == "viral"] == viral
+    assert sum(c.group.startswith("bacteria") for c in hosts) == 2
+    assert sum(c.group.startswith("vertebrate") for c in hosts) == 2       # mammalian and other: one category
+    assert sum(c.group.startswith("archaea") for c in hosts) == 2
+    for seed in range(5):
+        shuffled = chunks[:]
+        stdlib_random.Random(seed).shuffle(shuffled)
+        assert {c.key for c in balance_hosts(shuffled, 42)} == {c.key for c in kept}
+
+    shared = files("mixed", "viral", 7) + [Chunk(f"host_{n}", "mixed", "host", "", "") for n in range(3)]
+    for seed in range(5):                                                 # ceil(7 / 7) = 1 host file, every seed
+        assert sum(c.label == "host" for c in balance_hosts(shared, seed)) == 1
+
+
 def test_balance_hosts_samples_down_to_n_viral_and_checks_only_the_sampled_files(tmp_path, tiny_model):
     from virnucpro_extract.testdata import make_demo_data
 

@@ -247,6 +247,17 @@ def test_split_cuts_files_of_n_records_and_counts_the_short_one(tmp_path):
                         r"^the nucleotide FASTA has 'NC_1\.1_chunk_6F1' there$"))
 
 
+def test_split_counts_residues_as_embed_does_without_the_trailing_stop(tmp_path):
+    """A 5-residue protein written with its stop ('MKVLA*') is not truncated at --max_length 5 (embed strips it)."""
+    (tmp_path / "p.fa").write_text(">NC_1.1_chunk_1F1\nMKVLA*\n>NC_1.1_chunk_2F1\nMKVLAG\n")
+    (tmp_path / "n.fa").write_text(">NC_1.1_chunk_1F1\nACGTACGTACGTACGTAC\n>NC_1.1_chunk_2F1\nACGTACGTACGTACGTAC\n")
+    result = cli("split", "--prefix", "viral.1.1", "--protein", tmp_path / "p.fa", "--nucleotide", tmp_path / "n.fa",
+                 "--max_length", 5, "--outdir", tmp_path / "chunks", "--stats", tmp_path / "s.json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json.loads((tmp_path / "s.json").read_text())["chunks"]
+    assert (row["truncated"], row["max_residues"]) == (1, 6)      # MKVLAG only
+
+
 def test_plan_embeds_full_split_files_only_unless_asked_and_samples_hosts_of_every_origin(tmp_path):
     from virnucpro_extract.plan import plan_chunks
 

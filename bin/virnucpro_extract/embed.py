@@ -28,6 +28,7 @@ from .runtime import (
     masked_mean,
     plan_batches,
     plan_packed_batches,
+    require_finite,
     retry_budget,
     run_chunks,
     to_device,
@@ -196,6 +197,7 @@ def run_embed(chunks: list[tuple[str, str]], outdir, model: str, precision: str 
           f"{load_seconds:.1f}s", file=log, flush=True)
 
     def write(chunk: EncodedChunk, rows) -> dict:
+        require_finite(rows, chunk, precision)
         write_esm(Path(outdir) / f"{chunk.key}_ESM.pt", chunk.ids, rows)
         return {"key": chunk.key, "proteins": len(chunk.ids), "residues": chunk.residues, "truncated": chunk.truncated}
 

@@ -38,6 +38,7 @@ from .runtime import (
     device_name,
     masked_mean,
     plan_batches,
+    require_finite,
     retry_budget,
     run_chunks,
     to_device,
@@ -218,6 +219,7 @@ def run_embed_dna(chunks: list[tuple[str, str]], outdir, model: str = DEFAULT_DN
           file=log, flush=True)
 
     def write(chunk: EncodedReads, rows) -> dict:
+        require_finite(rows, chunk, precision)
         write_dnabert(Path(outdir) / f"{chunk.key}_DNABERT_S.pt", chunk.ids, rows)
         return {"key": chunk.key, "reads": len(chunk.ids), "bases": chunk.bases, "tokens": chunk.token_count}
 

@@ -91,7 +91,7 @@ def _stack_vectors(path, ids, raw, fix):
     import torch
 
     try:
-        if all(torch.is_tensor(v) for v in raw):
+        if all(torch.is_tensor(v) and tuple(v.shape) in ((DNABERT_DIM,), (1, DNABERT_DIM)) for v in raw):
             stacked = torch.stack([v.float().flatten() for v in raw])
         else:
             stacked = torch.as_tensor(raw, dtype=torch.float32)
@@ -107,6 +107,9 @@ def _stack_vectors(path, ids, raw, fix):
         if vector.numel() != DNABERT_DIM:
             raise InputError(path, f"record {record_id}", f"vector has {vector.numel()} values, expected {DNABERT_DIM}",
                              fix)
+        shape = tuple(torch.as_tensor(value).shape)
+        if shape not in ((DNABERT_DIM,), (1, DNABERT_DIM)):   # [2, 384] has 768 values but is not one vector
+            raise InputError(path, f"record {record_id}", f"vector has shape {list(shape)}, expected [{DNABERT_DIM}]", fix)
     raise InputError(path, "-", "vectors could not be read as one [N, 768] matrix", fix)
 
 
@@ -141,6 +144,16 @@ def read_esm(path) -> EsmEmbeddings:
     if data.shape[0] != len(ids):
         raise InputError(path, "-", f"{data.shape[0]} rows but {len(ids)} ids", fix)
     return EsmEmbeddings(ids, data)
+
+
+def require_finite_esm(path, esm: EsmEmbeddings) -> None:
+    """Merging refuses NaN or Inf rows (validation reports them as its 'esm rows finite' check instead)."""
+    import torch
+
+    finite = torch.isfinite(esm.vectors).all(1)
+    if not bool(finite.all()):
+        raise InputError(path, f"record {esm.ids[int((~finite).nonzero()[0])]}", "embedding contains NaN or Inf",
+                         "rerun EMBED_PROTEINS for this chunk (with --precision bf16 or fp32 if it ran in fp16)")
 
 
 def write_esm(path, ids: list[str], vectors) -> None:

@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from .defaults import MERGED_DIM
 from .errors import InputError, InputErrors
-from .formats import read_dnabert, read_esm, write_merged
+from .formats import read_dnabert, read_esm, require_finite_esm, write_merged
 
 TABLE_COLUMNS = ("key", "group", "id", "label", "dnabert_embeddings", "esm", "merged")
 
@@ -22,6 +22,7 @@ def merge_features(dnabert_path, esm_path, label: str, allow_missing: bool):
 
     dnabert = read_dnabert(dnabert_path)
     esm = read_esm(esm_path)
+    require_finite_esm(esm_path, esm)
     esm_row = {record_id: row for row, record_id in enumerate(esm.ids)}
     dna_ids = set(dnabert.ids)
     only_dna = [i for i in dnabert.ids if i not in esm_row]

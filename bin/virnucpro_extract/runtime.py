@@ -244,6 +244,19 @@ class BatchEmbedder:
             return PendingEmbedding(host, event)
 
 
+def require_finite(rows, chunk, precision: str) -> None:
+    """Refuse to write a chunk whose embeddings hold NaN or Inf (a model overflowing in fp16, say): the file would
+    be published and merged as if it were whole. rows [N, hidden] float32 on the host; chunk has fasta and ids."""
+    import torch
+
+    finite = torch.isfinite(rows).all(1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        raise InputError(chunk.fasta, f"record {chunk.ids[first]}",
+                         f"its embedding came out NaN or Inf in {precision} ({int((~finite).sum())} of {len(finite)} "
+                         "rows of this chunk)", "rerun with --precision bf16 or fp32 (fp16 can overflow)")
+
+
 def masked_mean(hidden, weights):
     """Mean of hidden [batch, length, hidden] over the positions where weights [batch, length] is 1; float32."""
     import torch

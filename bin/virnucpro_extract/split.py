@@ -69,7 +69,7 @@ def split_identified(prefix: str, proteins: list, nucleotides: list, outdir, per
             row = {"prefix": prefix, "proteins": 0, "truncated": 0, "max_residues": 0}
         protein_lines += lines
         nucleotide_lines += partner[1]
-        residues = sum(len(x.strip()) for x in lines[1:])
+        residues = len("".join(x.strip() for x in lines[1:]).rstrip("*"))   # as embed counts: the stop is no residue
         row["proteins"] += 1
         row["truncated"] += residues > max_length
         row["max_residues"] = max(row["max_residues"], residues)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from ..defaults import label_for_prefix
+from ..defaults import HOST_PREFIXES, label_for_prefix
 from ..errors import InputError
 
 SAMPLESHEET_COLUMNS = ("id", "label", "protein_fasta", "dnabert_embeddings")
@@ -332,15 +332,27 @@ def _chunk_sort_key(path: str):
     return (int(numbers[-1]) if numbers else -1, name)
 
 
+def host_category(group: str) -> str:
+    """The host category a group (a RefSeq prefix) belongs to: the HOST_PREFIXES name it starts with, else itself."""
+    return next((name for name in HOST_PREFIXES if group.startswith(name)), group)
+
+
 def balance_hosts(chunks: list[Chunk], seed: int) -> list[Chunk]:
-    """VirNucPro's host sampling: ceil(n_viral/7) files per host category, then down to n_viral."""
+    """VirNucPro's host sampling: ceil(n_viral/7) files per host category, then down to n_viral.
+
+    A category is one of the seven host names (`HOST_PREFIXES`: vertebrate_mammalian and vertebrate_other are one),
+    pooling all its prefixes (bacteria.1.1, bacteria.2.1, ...), as VirNucPro pools files by name; a group named
+    otherwise (a samplesheet's) is its own category. Files are sampled in one fixed order (category, group, chunk
+    number), so the same data and --seed pick the same files whichever way they were listed.
+    """
     viral = [c for c in chunks if c.label == "viral"]
+    hosts = sorted((c for c in chunks if c.label == "host"), key=lambda c: (c.group, _chunk_sort_key(c.key), c.key))
     rng = random.Random(seed)
     per_category = math.ceil(len(viral) / 7)
     picked = []
-    for group in sorted({c.group for c in chunks if c.label == "host"}):
-        group_files = [c for c in chunks if c.group == group]
-        picked += rng.sample(group_files, min(per_category, len(group_files)))
+    for category in sorted({host_category(c.group) for c in hosts}):
+        category_files = [c for c in hosts if host_category(c.group) == category]
+        picked += rng.sample(category_files, min(per_category, len(category_files)))
     if len(picked) > len(viral):
         picked = rng.sample(picked, len(viral))
     kept = {c.key for c in picked}

@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_pipeline import LOG_LINE, digest, files_under, process_name, trace_rows
 
-from conftest import REPO, demo_chunks, nextflow, nextflow_output
+from conftest import REPO, demo_chunks, nextflow, nextflow_output, run_nextflow
 from virnucpro_extract.testdata import make_demo_data
 
 pytestmark = pytest.mark.pipeline
@@ -30,8 +30,8 @@ def with_umask(mask: int):
 def run_as(tmp_path, *args, cwd, umask=0o002, env=None):
     """nextflow run under a group-friendly umask (a shared cluster's usual 002)."""
     env = {**os.environ, "NXF_OFFLINE": "true", "NXF_ANSI_LOG": "false", **(env or {})}
-    return subprocess.run(["nextflow", "run", str(REPO / "main.nf"), "-ansi-log", "false", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600, preexec_fn=with_umask(umask))
+    return run_nextflow(["nextflow", "run", str(REPO / "main.nf"), "-ansi-log", "false", *map(str, args)], cwd=cwd,
+                        env=env, timeout=600, preexec_fn=with_umask(umask))
 
 
 def task_dir(launch: Path, outdir: Path, process: str, tag_part: str = "") -> list[Path]:

@@ -56,8 +56,6 @@ class MergedFeatures:
 # ----------------------------------------------------------------------------------------------
 def read_dnabert(path) -> DnabertEmbeddings:
     """Load and check a DNABERT-S file: unique ids, 768 finite floats each, 'nucleotide' equal to the ids."""
-    import torch
-
     obj = load_pt(path)
     fix = "regenerate it with VirNucPro's DNABERT-S step (768 floats per read)"
     if (not isinstance(obj, dict) or not isinstance(obj.get("data"), (list, tuple))
@@ -78,11 +76,24 @@ def read_dnabert(path) -> DnabertEmbeddings:
     if not ids:
         raise InputError(path, "-", "no vectors in file", "remove this chunk or regenerate its DNABERT-S file")
     vectors = _stack_vectors(path, ids, raw, fix)
-    finite = torch.isfinite(vectors).all(1)
-    if not finite.all():
-        bad = ids[int((~finite).nonzero()[0])]
-        raise InputError(path, f"record {bad}", "vector contains NaN or Inf", fix)
+    bad = non_finite_rows(ids, vectors)
+    if bad:
+        raise InputError(path, f"record {bad[0]}", "vector contains NaN or Inf", fix)
     return DnabertEmbeddings(ids, vectors)
+
+
+def non_finite_rows(ids: list[str], vectors) -> tuple[str, int] | None:
+    """(the id of the first row of vectors [N, D] holding NaN or Inf, how many rows do), or None if none does."""
+    import torch
+
+    finite = torch.isfinite(vectors).all(1)
+    if bool(finite.all()):
+        return None
+    return ids[int((~finite).nonzero()[0])], int((~finite).sum())
+
+
+# A read's vector: [768], or [1, 768] as a batch of one; [2, 384] holds 768 values but is not one.
+DNABERT_VECTOR_SHAPES = ((DNABERT_DIM,), (1, DNABERT_DIM))
 
 
 def _stack_vectors(path, ids, raw, fix):
@@ -91,7 +102,7 @@ def _stack_vectors(path, ids, raw, fix):
     import torch
 
     try:
-        if all(torch.is_tensor(v) and tuple(v.shape) in ((DNABERT_DIM,), (1, DNABERT_DIM)) for v in raw):
+        if all(torch.is_tensor(v) and tuple(v.shape) in DNABERT_VECTOR_SHAPES for v in raw):
             stacked = torch.stack([v.float().flatten() for v in raw])
         else:
             stacked = torch.as_tensor(raw, dtype=torch.float32)
@@ -108,7 +119,7 @@ def _stack_vectors(path, ids, raw, fix):
             raise InputError(path, f"record {record_id}", f"vector has {vector.numel()} values, expected {DNABERT_DIM}",
                              fix)
         shape = tuple(torch.as_tensor(value).shape)
-        if shape not in ((DNABERT_DIM,), (1, DNABERT_DIM)):   # [2, 384] has 768 values but is not one vector
+        if shape not in DNABERT_VECTOR_SHAPES:   # [2, 384] has 768 values but is not one vector
             raise InputError(path, f"record {record_id}", f"vector has shape {list(shape)}, expected [{DNABERT_DIM}]", fix)
     raise InputError(path, "-", "vectors could not be read as one [N, 768] matrix", fix)
 
@@ -148,11 +159,9 @@ def read_esm(path) -> EsmEmbeddings:
 
 def require_finite_esm(path, esm: EsmEmbeddings) -> None:
     """Merging refuses NaN or Inf rows (validation reports them as its 'esm rows finite' check instead)."""
-    import torch
-
-    finite = torch.isfinite(esm.vectors).all(1)
-    if not bool(finite.all()):
-        raise InputError(path, f"record {esm.ids[int((~finite).nonzero()[0])]}", "embedding contains NaN or Inf",
+    bad = non_finite_rows(esm.ids, esm.vectors)
+    if bad:
+        raise InputError(path, f"record {bad[0]}", "embedding contains NaN or Inf",
                          "rerun EMBED_PROTEINS for this chunk (with --precision bf16 or fp32 if it ran in fp16)")
 
 

@@ -247,13 +247,12 @@ class BatchEmbedder:
 def require_finite(rows, chunk, precision: str) -> None:
     """Refuse to write a chunk whose embeddings hold NaN or Inf (a model overflowing in fp16, say): the file would
     be published and merged as if it were whole. rows [N, hidden] float32 on the host; chunk has fasta and ids."""
-    import torch
+    from .formats import non_finite_rows
 
-    finite = torch.isfinite(rows).all(1)
-    if not bool(finite.all()):
-        first = int((~finite).nonzero()[0])
-        raise InputError(chunk.fasta, f"record {chunk.ids[first]}",
-                         f"its embedding came out NaN or Inf in {precision} ({int((~finite).sum())} of {len(finite)} "
+    bad = non_finite_rows(chunk.ids, rows)
+    if bad:
+        raise InputError(chunk.fasta, f"record {bad[0]}",
+                         f"its embedding came out NaN or Inf in {precision} ({bad[1]} of {len(chunk.ids)} "
                          "rows of this chunk)", "rerun with --precision bf16 or fp32 (fp16 can overflow)")
 
 

@@ -55,9 +55,10 @@ from virnucpro_extract.models import load_tokenizer  # noqa: E402
 VARIANTS = {
     "6_fused_kernels_tanh_epilogue_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_erf_131072": ("fused", 131072, False, False, 0.25, None),
-    "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": ("fused_fc165536", 131072, False, True, 0.25, None),
-    "6_fused_kernels_tanh_epilogue_fc1_in_32768_131072": ("fused_fc132768", 131072, False, True, 0.25, None),
-    "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": ("fused_fc116384", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_qkv_bias_in_gemm_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_fc1_whole_qkv_bias_in_gemm_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
     "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
     "6_fused_kernels_tanh_epilogue_sdpa_flash_131072": ("fused_flash", 131072, False, True, 0.25, None),
@@ -69,6 +70,15 @@ VARIANTS = {
     "5_fast_compiled_tanh_epilogue_cdt_131072": ("fast", 131072, True, True, 0.25, {"coordinate_descent_tuning": True}),
     "5_fast_compiled_varlen_only_131072": ("fast", 131072, True, False, float("inf"), None),
     "5_fast_compiled_262144": ("fast", 262144, True, False, 0.25, None),
+}
+# Fused variants that differ from the default in EsmLayerWeights' settings (the default: FC1 on slices of
+# esm_forward.FC1_SLICE_TOKENS, the QKV bias outside the GEMM).
+LAYER_SETTINGS = {
+    "6_fused_kernels_tanh_epilogue_qkv_bias_in_gemm_131072": {"qkv_bias_outside_gemm": False},
+    "6_fused_kernels_tanh_epilogue_fc1_whole_qkv_bias_in_gemm_131072": {"qkv_bias_outside_gemm": False,
+                                                                        "fc1_slice_tokens": None},
+    "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": {"fc1_slice_tokens": 65536},
+    "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": {"fc1_slice_tokens": 16384},
 }
 if SMOKE:
     VARIANTS = {k: (f, 4096, False, e, s, o) for k, (f, _, _, e, s, o) in VARIANTS.items()}
@@ -165,23 +175,30 @@ def gemm_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> d
 
 
 def ffn_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> dict:
-    """TFLOP/s of FC1 with cuBLASLt's GELU epilogue (what the worker runs), FC1 with its bias only, and FC2
-    accumulating into the residual stream, on slices of the batch: whether a slice size gets a faster kernel."""
+    """TFLOP/s of FC1 with cuBLASLt's GELU epilogue (what the worker runs), FC1 with its bias only, FC2
+    accumulating into the residual stream, and the QKV GEMM with its bias and without (the rotary kernel adds it),
+    on slices of the batch: whether a slice size or the lack of a bias epilogue gets a faster kernel."""
     out = {}
     h = torch.randn(tokens, hidden, device=DEVICE, dtype=torch.bfloat16)
     w1, b1 = torch.randn(inner, hidden, device=DEVICE, dtype=torch.bfloat16), torch.randn(inner, device=DEVICE, dtype=torch.bfloat16)
     w2 = torch.randn(hidden, inner, device=DEVICE, dtype=torch.bfloat16)
     f = torch.randn(tokens, inner, device=DEVICE, dtype=torch.bfloat16)
     x = torch.randn(tokens, hidden, device=DEVICE, dtype=torch.bfloat16)
+    w_qkv, b_qkv = (torch.randn(3 * hidden, hidden, device=DEVICE, dtype=torch.bfloat16),
+                    torch.randn(3 * hidden, device=DEVICE, dtype=torch.bfloat16))
     flops = 2 * tokens * hidden * inner
+    qkv_flops = 2 * tokens * hidden * 3 * hidden
     for rows in (131072, 65536, 32768, 16384):
         slices = [slice(s, s + rows) for s in range(0, tokens, rows)]
         calls = {"fc1_gelu_epilogue": lambda: [torch._addmm_activation(b1, h[r], w1.t(), use_gelu=True) for r in slices],
                  "fc1_bias_only": lambda: [F.linear(h[r], w1, b1) for r in slices],
-                 "fc2_accumulate": lambda: [x[r].addmm_(f[r], w2.t()) for r in slices]}
+                 "fc2_accumulate": lambda: [x[r].addmm_(f[r], w2.t()) for r in slices],
+                 "qkv_bias": lambda: [F.linear(h[r], w_qkv, b_qkv) for r in slices],
+                 "qkv_no_bias": lambda: [torch.mm(h[r], w_qkv.t()) for r in slices]}
         for name, call in calls.items():
             seconds = seconds_per_call(call, 10)
-            out[f"{name}_{rows}"] = {"ms": round(seconds * 1e3, 3), "tflops": round(flops / seconds / 1e12, 1)}
+            work = qkv_flops if name.startswith("qkv") else flops
+            out[f"{name}_{rows}"] = {"ms": round(seconds * 1e3, 3), "tflops": round(work / seconds / 1e12, 1)}
     print(f"ffn probe: {out}", flush=True)
     return out
 
@@ -227,6 +244,7 @@ def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int 
     x = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
     bias, weight, ln_bias = (torch.randn(hidden, device=DEVICE, dtype=dtype) for _ in range(3))
     qkv = torch.randn(tokens, 3 * hidden, device=DEVICE, dtype=dtype)
+    qk_bias = torch.randn(2 * hidden, device=DEVICE, dtype=dtype)
     half = hidden // heads // 2
     cos, sin = (torch.rand(tokens, half, device=DEVICE) for _ in range(2))
     size = torch.finfo(dtype).bits // 8
@@ -235,7 +253,7 @@ def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int 
                       lambda cfg: esm_kernels.offset_layernorm(x, bias.float(), weight, ln_bias, 1e-5, **cfg),
                       [{"block_m": m, "num_warps": w} for m in (1, 2, 4, 8) for w in (2, 4, 8, 16)]),
         "rotary": (esm_kernels.ROTARY_LAUNCH, 2 * 2 * tokens * hidden * size + 2 * tokens * half * 4,
-                   lambda cfg: esm_kernels.rotary_(qkv, cos, sin, heads, **cfg),
+                   lambda cfg: esm_kernels.rotary_(qkv, cos, sin, heads, qk_bias=qk_bias, **cfg),
                    [{"block_t": t, "num_warps": w} for t in (1, 2, 4, 8) for w in (2, 4, 8, 16)]),
     }
     out = {}
@@ -336,9 +354,10 @@ def main():
                 model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue, forward.startswith("fused"))
                 if forward == "fused_fp8":
                     fp8_feed_forward(model)
-                if forward.startswith("fused_fc1"):        # FC1 on slices of this many tokens
-                    for layer in model.layers:
-                        layer.fc1_slice_tokens = int(forward[len("fused_fc1"):])
+                for layer in model.layers:
+                    for setting, value in LAYER_SETTINGS.get(name, {}).items():
+                        assert hasattr(layer, setting), setting
+                        setattr(layer, setting, value)
                 backend = {"fused_flash": "FLASH_ATTENTION", "fused_efficient": "EFFICIENT_ATTENTION"}.get(forward)
                 sdpa_backend(backend)
                 if forward == "esmmodel":

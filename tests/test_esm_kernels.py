@@ -41,31 +41,42 @@ def test_offset_layernorm_normalises_x_plus_the_offset_and_leaves_x_alone(with_o
     assert within_rounding(got, expected, atol=tolerance), (got.float() - expected).abs().max()
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rotary_in_place_equals_the_reference_rotation_and_leaves_v_alone(dtype):
+def test_rotary_in_place_equals_the_reference_rotation_and_leaves_v_alone(dtype, with_bias):
     from virnucpro_extract.esm_kernels import rotary_
 
     torch.manual_seed(1)
     tokens, heads, head_dim = 13, 3, 16
-    qkv = torch.randn(tokens, 3 * heads * head_dim).to(DEVICE, dtype)
+    hidden = heads * head_dim
+    qkv = torch.randn(tokens, 3 * hidden).to(DEVICE, dtype)
+    qk_bias = (torch.randn(2 * hidden) * 3).to(DEVICE, dtype) if with_bias else None
     angles = torch.arange(tokens, device=DEVICE).float()[:, None] * torch.rand(head_dim // 2, device=DEVICE)[None, :]
     full = torch.cat((angles, angles), dim=-1)
     view = qkv.view(tokens, 3, heads, head_dim)
-    expected_qk = rotate(view[:, :2].clone(), full.cos(), full.sin())
+    qk = view[:, :2].float() + (qk_bias.float().view(2, heads, head_dim) if with_bias else 0)
+    expected_qk = rotate(qk, full.cos(), full.sin())
     expected_v = view[:, 2].clone()
-    rotary_(qkv, angles.cos(), angles.sin(), heads, block_t=4)
-    assert within_rounding(view[:, :2], expected_qk, atol=1e-6)
-    assert torch.equal(view[:, 2], expected_v)
+    rotary_(qkv, angles.cos(), angles.sin(), heads, qk_bias=qk_bias, block_t=4)
+    assert within_rounding(view[:, :2], expected_qk, atol=1e-5)
+    assert torch.equal(view[:, 2], expected_v), "v (and its bias) is left alone"
 
 
-@pytest.mark.parametrize("layout, gelu_epilogue", [(layout, False) for layout in LAYOUTS]
-                         + [("mixed lengths (packed)", True)])
-def test_fused_forward_equals_esm_model_in_fp32(layout, gelu_epilogue):
+@pytest.mark.parametrize("layout, gelu_epilogue, qkv_bias_outside_gemm",
+                         [(layout, False, True) for layout in LAYOUTS]
+                         + [("mixed lengths (packed)", True, True), ("mixed lengths (packed)", False, False),
+                            ("one length (uniform, no mask)", False, False)])
+def test_fused_forward_equals_esm_model_in_fp32(layout, gelu_epilogue, qkv_bias_outside_gemm):
+    """Both routes for the QKV bias: in the GEMM, or added by the rotary kernel (q, k) and carried into the
+    residual offsets (v through W_o)."""
     model = small_esm()
     rows = random_rows(LAYOUTS[layout], with_mask_token=True)
     batch = pack_proteins(rows, CLS, EOS, DEVICE)
     with torch.inference_mode():
         fused = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue, fused_kernels=True).to(DEVICE).eval()
+        assert all(layer.qkv_bias_outside_gemm for layer in fused.layers), "the fused path's default"
+        for layer in fused.layers:
+            layer.qkv_bias_outside_gemm = qkv_bias_outside_gemm
         got = fused.pooled_residue_means(batch).cpu()
     expected = reference_means(model, rows)
     # On CUDA cuBLASLt's GELU epilogue is the tanh form (2.6e-5 from erf on an H200); on the CPU it is erf itself.

@@ -124,6 +124,7 @@ class EsmLayerWeights(nn.Module):
         attention = layer.attention.self
         self.num_heads, self.eps, self.gelu_epilogue = num_heads, eps, gelu_epilogue
         self.fc1_slice_tokens: int | None = None    # see feed_forward_
+        self.qkv_bias_outside_gemm = False          # see forward_fused
         take = lambda t: nn.Parameter(t.detach(), requires_grad=False)  # noqa: E731
         self.ln1_weight, self.ln1_bias = take(layer.attention.LayerNorm.weight), take(layer.attention.LayerNorm.bias)
         self.qkv_weight = take(torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
@@ -165,19 +166,36 @@ class EsmLayerWeights(nn.Module):
         The out-projection and FC2 GEMMs accumulate into x (`addmm_`, beta = 1) without their biases; `offsets`
         are the running sums of the biases x lacks before each LayerNorm (`EsmInferenceEncoder.residual_offsets`),
         which the LayerNorm kernel adds. cos_half/sin_half [tokens, head_dim / 2] float32.
+
+        With `qkv_bias_outside_gemm` the QKV GEMM runs without its bias (cuBLAS's bias epilogue cost that GEMM
+        ~8 % on an H200): the rotary kernel adds q's and k's, and V's bias b_v reaches the stream as W_o b_v, a
+        constant in the residual offsets, since each attention row's weights sum to one.
         """
         from .esm_kernels import offset_layernorm, rotary_
 
         tokens, hidden = x.shape
         head_dim = hidden // self.num_heads
         h = offset_layernorm(x, offsets[0], self.ln1_weight, self.ln1_bias, self.eps)
-        qkv = F.linear(h, self.qkv_weight, self.qkv_bias)                      # [tokens, 3 hidden]
-        rotary_(qkv, cos_half, sin_half, self.num_heads)
+        if self.qkv_bias_outside_gemm:
+            qkv = torch.mm(h, self.qkv_weight.t())                            # [tokens, 3 hidden]
+            rotary_(qkv, cos_half, sin_half, self.num_heads, qk_bias=self.qkv_bias[:2 * hidden])
+        else:
+            qkv = F.linear(h, self.qkv_weight, self.qkv_bias)
+            rotary_(qkv, cos_half, sin_half, self.num_heads)
         qkv = qkv.view(tokens, 3, self.num_heads, head_dim)
         attended = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, max_len, batch, uniform)
         x.addmm_(attended.reshape(tokens, hidden), self.out_weight.t())
         h = offset_layernorm(x, offsets[1], self.ln2_weight, self.ln2_bias, self.eps)
         self.feed_forward_(x, h)
+
+    def attention_output_bias(self) -> torch.Tensor:
+        """[hidden] float32: what the attention block adds to the stream besides W_o a, the out-projection's bias
+        plus, with `qkv_bias_outside_gemm`, W_o b_v (V's bias carried through attention)."""
+        bias = self.out_bias.float()
+        if self.qkv_bias_outside_gemm:
+            hidden = self.out_weight.shape[0]
+            bias = bias + self.out_weight.float() @ self.qkv_bias[2 * hidden:].float()
+        return bias
 
     def feed_forward_(self, x: torch.Tensor, h: torch.Tensor) -> None:
         """x [tokens, hidden] += FC2(GELU(FC1(h))) without FC2's bias (a residual offset); FC2 accumulates into x.
@@ -282,6 +300,7 @@ class EsmInferenceEncoder(nn.Module):
         if fused_kernels:
             for layer in self.layers:
                 layer.fc1_slice_tokens = FC1_SLICE_TOKENS
+                layer.qkv_bias_outside_gemm = True
         final = model.encoder.emb_layer_norm_after
         self.final_ln_weight, self.final_ln_bias = take(final.weight), take(final.bias)
         # Not a buffer: .to(bfloat16) would round it. cos/sin are computed in float32 from the checkpoint's
@@ -343,12 +362,14 @@ class EsmInferenceEncoder(nn.Module):
         In the fused forward the out-projection and FC2 GEMMs add a @ W^T to the stream and not their bias b: the
         stream then differs from EsmModel's by the sum of the biases so far, a constant per position in the layer
         stack, added inside each LayerNorm. Computed from the weights as they are (66 additions of [hidden]
-        vectors a batch, nothing beside the tokens' work), so a cast or move of the module cannot leave it stale.
+        vectors and 33 [hidden, hidden] mat-vecs a batch, nothing beside the tokens' work), so a cast or move of
+        the module cannot leave it stale.
         """
         offsets, running = [], None
         for layer in self.layers:
             before_ln1 = running
-            running = layer.out_bias.float() if running is None else running + layer.out_bias.float()
+            attention_bias = layer.attention_output_bias()
+            running = attention_bias if running is None else running + attention_bias
             offsets.append((before_ln1, running))
             running = running + layer.fc2_bias.float()
         return offsets + [(running, None)]

@@ -9,7 +9,9 @@ Inductor tuning in every fresh process. These two kernels replace both the compi
   running sum is one `[hidden]` vector per LayerNorm, added inside it. One read and one write of
   `[tokens, hidden]`, instead of a GEMM output, a bias and residual add and a LayerNorm (two reads, three
   writes);
-- `rotary_`: rotates q and k inside the fused QKV output in place, in float32 as transformers does.
+- `rotary_`: adds the q and k biases and rotates q and k inside the fused QKV output in place, in float32 as
+  transformers does, so the QKV GEMM runs without a bias epilogue (V's bias is folded into the residual offsets:
+  attention weights sum to one, so attention(q, k, v + b) = attention(q, k, v) + b).
 
 Triton compiles each kernel once per machine (its on-disk cache keeps it), in about a second. Both run under
 `TRITON_INTERPRET=1` on CPU, which is how the tests check them against the reference maths.
@@ -69,17 +71,22 @@ def offset_layernorm(x: torch.Tensor, offset: torch.Tensor | None, weight: torch
 
 
 @triton.jit
-def _rotary_kernel(qkv_ptr, cos_ptr, sin_ptr, n_tokens, row_stride, HALF: tl.constexpr, PAIRS: tl.constexpr,
-                   BLOCK_T: tl.constexpr, BLOCK_J: tl.constexpr):
+def _rotary_kernel(qkv_ptr, cos_ptr, sin_ptr, bias_ptr, n_tokens, row_stride, HALF: tl.constexpr,
+                   PAIRS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_J: tl.constexpr):
     tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     j = tl.arange(0, BLOCK_J)                      # (q or k, head, d < half) flattened
     head = j // HALF
     d = j % HALF
-    mask = (tokens < n_tokens)[:, None] & (j < PAIRS * HALF)[None, :]
-    first = tokens.to(tl.int64)[:, None] * row_stride + (head * 2 * HALF + d)[None, :]
+    j_ok = j < PAIRS * HALF
+    mask = (tokens < n_tokens)[:, None] & j_ok[None, :]
+    column = head * 2 * HALF + d                   # of x1 in the row; x2 is HALF further
+    first = tokens.to(tl.int64)[:, None] * row_stride + column[None, :]
     table = tokens.to(tl.int64)[:, None] * HALF + d[None, :]
     x1 = tl.load(qkv_ptr + first, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(qkv_ptr + first + HALF, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        x1 += tl.load(bias_ptr + column, mask=j_ok, other=0.0).to(tl.float32)[None, :]
+        x2 += tl.load(bias_ptr + column + HALF, mask=j_ok, other=0.0).to(tl.float32)[None, :]
     cos = tl.load(cos_ptr + table, mask=mask, other=0.0)
     sin = tl.load(sin_ptr + table, mask=mask, other=0.0)
     tl.store(qkv_ptr + first, (x1 * cos - x2 * sin).to(qkv_ptr.dtype.element_ty), mask=mask)
@@ -87,10 +94,11 @@ def _rotary_kernel(qkv_ptr, cos_ptr, sin_ptr, n_tokens, row_stride, HALF: tl.con
 
 
 def rotary_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int,
-            block_t: int | None = None, num_warps: int | None = None) -> None:
+            qk_bias: torch.Tensor | None = None, block_t: int | None = None, num_warps: int | None = None) -> None:
     """Rotary embedding of q and k in place inside qkv [tokens, 3 * hidden] (q, k, v stacked, heads inside each).
 
     cos/sin [tokens, head_dim / 2] float32: each token's angles (one half; the other half repeats them).
+    qk_bias [2 * hidden] (or None): the q and k biases, added first (the QKV GEMM then needs no bias epilogue).
     Per head, (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), transformers' rotate_half form, in float32.
     """
     assert qkv.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()
@@ -99,5 +107,8 @@ def rotary_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: 
     pairs = 2 * num_heads                           # q and k heads; v is left alone
     block_t = block_t or ROTARY_LAUNCH["block_t"]
     grid = (triton.cdiv(n_tokens, block_t),)
-    _rotary_kernel[grid](qkv, cos, sin, n_tokens, width, HALF=half, PAIRS=pairs, BLOCK_T=block_t,
-                         BLOCK_J=triton.next_power_of_2(pairs * half), num_warps=num_warps or ROTARY_LAUNCH["num_warps"])
+    assert qk_bias is None or (qk_bias.is_contiguous() and qk_bias.numel() == pairs * 2 * half)
+    _rotary_kernel[grid](qkv, cos, sin, qk_bias if qk_bias is not None else cos, n_tokens, width, HALF=half,
+                         PAIRS=pairs, HAS_BIAS=qk_bias is not None, BLOCK_T=block_t,
+                         BLOCK_J=triton.next_power_of_2(pairs * half),
+                         num_warps=num_warps or ROTARY_LAUNCH["num_warps"])

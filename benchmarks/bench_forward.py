@@ -85,11 +85,21 @@ if SMOKE:
 
 
 class FixedShareEmbedder(EsmEmbedder):
-    """The worker's embedder with another uniform-batch threshold (to measure varlen-only batches)."""
+    """The worker's embedder with another uniform-batch threshold (to measure varlen-only batches) and,
+    optionally, the exact-length attention (SDPA) on one backend only (None: PyTorch's choice, cuDNN here)."""
 
-    def __init__(self, *args, min_uniform_share=0.25, **kwargs):
+    def __init__(self, *args, min_uniform_share=0.25, sdpa_backend: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.min_uniform_share = min_uniform_share
+        self.sdpa_backend = sdpa_backend
+
+    def forward(self, *batch):
+        if self.sdpa_backend is None:
+            return super().forward(*batch)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([getattr(SDPBackend, self.sdpa_backend)]):
+            return super().forward(*batch)
 
     def embed_async(self, tokens, fasta="-", ids=None):
         import virnucpro_extract.embed as embed_module
@@ -101,25 +111,6 @@ class FixedShareEmbedder(EsmEmbedder):
             return super().embed_async(tokens, fasta, ids)
         finally:
             embed_module.plan_packed_batches = original
-
-
-def sdpa_backend(name: str | None) -> None:
-    """Run the worker's exact-length attention (SDPA) on one backend only (None: PyTorch's choice, cuDNN here)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from virnucpro_extract import esm_forward
-
-    original = getattr(esm_forward, "_original_attend", esm_forward.attend)
-    esm_forward._original_attend = original
-    if name is None:
-        esm_forward.attend = original
-        return
-
-    def attend(*args, **kwargs):
-        with sdpa_kernel([getattr(SDPBackend, name)]):
-            return original(*args, **kwargs)
-
-    esm_forward.attend = attend
 
 
 def fp8_linear(a: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias=None) -> torch.Tensor:
@@ -280,6 +271,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sets", default=",".join(LENGTH_SETS))
+    parser.add_argument("--skip_probes", action="store_true", help="no kernel sweep, no GEMM/attention probes")
+    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant, interleaved")
     parser.add_argument("--profile", default="6_fused_kernels_tanh_epilogue_131072")
     parser.add_argument("--probes_only", action="store_true", help="only the kernel sweep and the GEMM/attention probes")
     parser.add_argument("--bandwidth_gbs", type=float, default=4800.0, help="the card's memory bandwidth (H200: 4.8 TB/s)")
@@ -312,7 +305,7 @@ def main():
         # built from the float32 model, then cast: what load_esm_model does
         return EsmInferenceEncoder(fp32, gelu_epilogue=gelu_epilogue, fused_kernels=fused).to(DEVICE, dtype).eval()
 
-    if not SMOKE:
+    if not SMOKE and not args.skip_probes:
         doc["kernel_sweep"] = kernel_sweep(dtype, args.bandwidth_gbs)
         doc["gemm_probe"] = gemm_probe()
         doc["ffn_probe"] = ffn_probe()
@@ -320,6 +313,29 @@ def main():
         if args.probes_only:
             Path(args.out).write_text(json.dumps(doc, indent=1))
             return
+
+    def build_variant(name):
+        """(the variant's embedder, warmed up; its warm-up seconds, compile included)."""
+        forward, budget, compiled, epilogue, share, options = VARIANTS[name]
+        model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue, forward.startswith("fused"))
+        if forward == "fused_fp8":
+            fp8_feed_forward(model)
+        for layer in getattr(model, "layers", []):
+            for setting, value in LAYER_SETTINGS.get(name, {}).items():
+                assert hasattr(layer, setting), setting
+                setattr(layer, setting, value)
+        backend = {"fused_flash": "FLASH_ATTENTION", "fused_efficient": "EFFICIENT_ATTENTION"}.get(forward)
+        if forward == "esmmodel":
+            embedder = EsmEmbedder(model, encoder, DEVICE, budget, compile_model=compiled)
+        else:
+            if compiled and options:  # compiled here with the variant's inductor options
+                model.compile_layers(options=options)
+            embedder = FixedShareEmbedder(model, encoder, DEVICE, budget, compile_model=compiled and not options,
+                                          min_uniform_share=share, sdpa_backend=backend)
+        t0 = time.perf_counter()
+        embedder.embed(tokens[:3000 if not SMOKE else 40])  # warm-up: compile included
+        torch.cuda.synchronize()
+        return embedder, time.perf_counter() - t0
 
     for set_name in args.sets.split(","):
         lo, hi, count = LENGTH_SETS[set_name]
@@ -339,46 +355,43 @@ def main():
                    **faithfulness(embeddings, reference, sample)}
             if warm_s is not None:
                 row["warmup_s"] = round(warm_s, 1)
-            results[name] = row
             print(f"  {name:<42} {row['tokens_per_s']:>9,} tok/s  cos_min {row['cosine_min']:.6f}  "
                   f"max_abs {row['max_abs_diff']:.2e}  peak {peak:.1f} GiB  warm-up {row.get('warmup_s', '-')} s",
                   flush=True)
+            return row
 
         bf16 = hf_model(dtype)
         plain_batcher(bf16, encoder, tokens[:2000 if not SMOKE else 40])
-        record("3_plain_bf16_65536", lambda t: plain_batcher(bf16, encoder, t))
+        results["3_plain_bf16_65536"] = record("3_plain_bf16_65536", lambda t: plain_batcher(bf16, encoder, t))
         del bf16
+        embedders = {}
         for name in args.variants.split(","):
-            forward, budget, compiled, epilogue, share, options = VARIANTS[name]
             try:
-                model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue, forward.startswith("fused"))
-                if forward == "fused_fp8":
-                    fp8_feed_forward(model)
-                for layer in model.layers:
-                    for setting, value in LAYER_SETTINGS.get(name, {}).items():
-                        assert hasattr(layer, setting), setting
-                        setattr(layer, setting, value)
-                backend = {"fused_flash": "FLASH_ATTENTION", "fused_efficient": "EFFICIENT_ATTENTION"}.get(forward)
-                sdpa_backend(backend)
-                if forward == "esmmodel":
-                    embedder = EsmEmbedder(model, encoder, DEVICE, budget, compile_model=compiled)
-                else:
-                    if compiled and options:  # compiled here with the variant's inductor options
-                        model.compile_layers(options=options)
-                    embedder = FixedShareEmbedder(model, encoder, DEVICE, budget, compile_model=compiled and not options,
-                                                  min_uniform_share=share)
-                t0 = time.perf_counter()
-                embedder.embed(tokens[:3000 if not SMOKE else 40])  # warm-up: compile included
-                torch.cuda.synchronize()
-                record(name, embedder.embed, time.perf_counter() - t0)
-                if name == args.profile and set_name == "300bp_99_100" and not SMOKE:
-                    doc["profile"] = kernel_profile(embedder, tokens[:6000])
+                embedders[name] = build_variant(name)
             except Exception as exc:  # a failing variant is a finding; keep the others
                 results[name] = {"error": repr(exc)[:600]}
                 print(f"  {name}: FAILED {exc!r}"[:600], flush=True)
-            finally:
-                model = embedder = None
-                torch.cuda.empty_cache()
+        # Rounds over all variants, the order rotated each round, so that no variant is always the first (or
+        # last) to run after another; each variant's figure is its median round.
+        rounds: dict[str, list[dict]] = {name: [] for name in embedders}
+        names = list(embedders)
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                embedder, warm_s = embedders[name]
+                try:
+                    rounds[name].append(record(f"{name} (round {r + 1})", embedder.embed, warm_s))
+                except Exception as exc:
+                    results[name] = {"error": repr(exc)[:600]}
+                    print(f"  {name}: FAILED {exc!r}"[:600], flush=True)
+        for name, rows in rounds.items():
+            if not rows:
+                continue
+            median = sorted(rows, key=lambda row: row["tokens_per_s"])[len(rows) // 2]
+            results[name] = {**median, "rounds_tokens_per_s": [row["tokens_per_s"] for row in rows]}
+            if name == args.profile and set_name == "300bp_99_100" and not SMOKE:
+                doc["profile"] = kernel_profile(embedders[name][0], tokens[:6000])
+        embedders = None
+        torch.cuda.empty_cache()
         for row in results.values():
             for ref in ("3_plain_bf16_65536", "4_esmmodel_compiled_131072"):
                 if "tokens_per_s" in row and "tokens_per_s" in results.get(ref, {}):

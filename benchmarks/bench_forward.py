@@ -58,6 +58,7 @@ VARIANTS = {
     "6_fused_kernels_tanh_epilogue_qkv_bias_in_gemm_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_fc1_whole_qkv_bias_in_gemm_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_gather_pooling_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
     "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
@@ -71,13 +72,14 @@ VARIANTS = {
     "5_fast_compiled_varlen_only_131072": ("fast", 131072, True, False, float("inf"), None),
     "5_fast_compiled_262144": ("fast", 262144, True, False, 0.25, None),
 }
-# Fused variants that differ from the default in EsmLayerWeights' settings (the default: FC1 on slices of
-# esm_forward.FC1_SLICE_TOKENS, the QKV bias outside the GEMM).
+# Fused variants that differ from the default in a setting of EsmInferenceEncoder or of its layers (the
+# default: FC1 on slices of esm_forward.FC1_SLICE_TOKENS, the QKV bias outside the GEMM, the pooling kernel).
 LAYER_SETTINGS = {
     "6_fused_kernels_tanh_epilogue_qkv_bias_in_gemm_131072": {"qkv_bias_outside_gemm": False},
     "6_fused_kernels_tanh_epilogue_fc1_whole_qkv_bias_in_gemm_131072": {"qkv_bias_outside_gemm": False,
                                                                         "fc1_slice_tokens": None},
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": {"fc1_slice_tokens": 65536},
+    "6_fused_kernels_tanh_epilogue_gather_pooling_131072": {"fused_pooling": False},
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": {"fc1_slice_tokens": 16384},
 }
 if SMOKE:
@@ -229,7 +231,8 @@ def attention_probe(tokens: int = 131072, heads: int = 20, head_dim: int = 64) -
 def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int = 1280, heads: int = 20) -> dict:
     """Time each Triton kernel's launch settings on a batch of the worker's size; set the fastest as the default
     for this process (and report them, to be fixed in esm_kernels.py). Bytes moved per call: LayerNorm reads x
-    and writes its output (2 x tokens x hidden); rotary reads and writes q and k and reads cos/sin."""
+    and writes its output (2 x tokens x hidden); rotary reads and writes q and k and reads cos/sin; the pooling
+    reads x (proteins of 100 residues)."""
     from virnucpro_extract import esm_kernels
 
     x = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
@@ -238,6 +241,8 @@ def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int 
     qk_bias = torch.randn(2 * hidden, device=DEVICE, dtype=dtype)
     half = hidden // heads // 2
     cos, sin = (torch.rand(tokens, half, device=DEVICE) for _ in range(2))
+    length = 102                                    # 100 residues, BOS and EOS
+    cu = torch.arange(0, tokens + 1, length, device=DEVICE, dtype=torch.int32)
     size = torch.finfo(dtype).bits // 8
     jobs = {
         "layernorm": (esm_kernels.LAYERNORM_LAUNCH, 2 * tokens * hidden * size,
@@ -246,6 +251,10 @@ def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int 
         "rotary": (esm_kernels.ROTARY_LAUNCH, 2 * 2 * tokens * hidden * size + 2 * tokens * half * 4,
                    lambda cfg: esm_kernels.rotary_(qkv, cos, sin, heads, qk_bias=qk_bias, **cfg),
                    [{"block_t": t, "num_warps": w} for t in (1, 2, 4, 8) for w in (2, 4, 8, 16)]),
+        "pooling": (esm_kernels.POOLING_LAUNCH, tokens * hidden * size,
+                    lambda cfg: esm_kernels.pooled_layernorm_mean(x, bias.float(), weight, ln_bias, 1e-5, cu, length,
+                                                                  **cfg),
+                    [{"block_m": m, "num_warps": w} for m in (1, 2, 4, 8, 16) for w in (2, 4, 8, 16)]),
     }
     out = {}
     for name, (default, bytes_moved, call, configs) in jobs.items():
@@ -320,10 +329,10 @@ def main():
         model = hf_model(dtype) if forward == "esmmodel" else fast_model(epilogue, forward.startswith("fused"))
         if forward == "fused_fp8":
             fp8_feed_forward(model)
-        for layer in getattr(model, "layers", []):
-            for setting, value in LAYER_SETTINGS.get(name, {}).items():
-                assert hasattr(layer, setting), setting
-                setattr(layer, setting, value)
+        for setting, value in LAYER_SETTINGS.get(name, {}).items():  # on the model, or on each of its layers
+            for target in [model] if hasattr(model, setting) else model.layers:
+                assert hasattr(target, setting), setting
+                setattr(target, setting, value)
         backend = {"fused_flash": "FLASH_ATTENTION", "fused_efficient": "EFFICIENT_ATTENTION"}.get(forward)
         if forward == "esmmodel":
             embedder = EsmEmbedder(model, encoder, DEVICE, budget, compile_model=compiled)

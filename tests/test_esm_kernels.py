@@ -41,6 +41,26 @@ def test_offset_layernorm_normalises_x_plus_the_offset_and_leaves_x_alone(with_o
     assert within_rounding(got, expected, atol=tolerance), (got.float() - expected).abs().max()
 
 
+@pytest.mark.parametrize("with_offset", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pooled_layernorm_mean_is_the_residue_mean_of_the_final_layernorm(with_offset, dtype):
+    from virnucpro_extract.esm_kernels import offset_layernorm, pooled_layernorm_mean
+
+    torch.manual_seed(2)
+    lengths = [7, 2, 12, 3, 9, 1100]               # tokens with BOS and EOS; no residues; past 1,024
+    hidden = 80
+    x = (torch.randn(sum(lengths), hidden) * 3 + 1).to(DEVICE, dtype)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    offset = torch.randn(hidden, device=DEVICE) * 2 if with_offset else None
+    weight, ln_bias = (torch.randn(hidden, device=DEVICE, dtype=dtype) for _ in range(2))
+    normed = offset_layernorm(x, offset, weight, ln_bias, 1e-5).float()
+    expected = torch.stack([normed[a + 1: b - 1].sum(0) / max(b - a - 2, 1) for a, b in zip(cu[:-1], cu[1:])])
+    got = pooled_layernorm_mean(x, offset, weight, ln_bias, 1e-5, cu, max(lengths), block_m=4)
+    assert got.dtype == torch.float32 and got.shape == (len(lengths), hidden)
+    assert torch.equal(got[1], torch.zeros(hidden, device=DEVICE)), "no residues: zeros"
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0), (got - expected).abs().max()
+
+
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rotary_in_place_equals_the_reference_rotation_and_leaves_v_alone(dtype, with_bias):
@@ -62,21 +82,23 @@ def test_rotary_in_place_equals_the_reference_rotation_and_leaves_v_alone(dtype,
     assert torch.equal(view[:, 2], expected_v), "v (and its bias) is left alone"
 
 
-@pytest.mark.parametrize("layout, gelu_epilogue, qkv_bias_outside_gemm",
+@pytest.mark.parametrize("layout, gelu_epilogue, fused_route",
                          [(layout, False, True) for layout in LAYOUTS]
                          + [("mixed lengths (packed)", True, True), ("mixed lengths (packed)", False, False),
                             ("one length (uniform, no mask)", False, False)])
-def test_fused_forward_equals_esm_model_in_fp32(layout, gelu_epilogue, qkv_bias_outside_gemm):
-    """Both routes for the QKV bias: in the GEMM, or added by the rotary kernel (q, k) and carried into the
-    residual offsets (v through W_o)."""
+def test_fused_forward_equals_esm_model_in_fp32(layout, gelu_epilogue, fused_route):
+    """Both routes for the QKV bias (in the GEMM, or added by the rotary kernel for q and k and carried into
+    the residual offsets for v, through W_o) and for the pooling (the final LayerNorm and the mean in one kernel,
+    or the LayerNorm, then a gather and a masked sum)."""
     model = small_esm()
     rows = random_rows(LAYOUTS[layout], with_mask_token=True)
     batch = pack_proteins(rows, CLS, EOS, DEVICE)
     with torch.inference_mode():
         fused = EsmInferenceEncoder(model, gelu_epilogue=gelu_epilogue, fused_kernels=True).to(DEVICE).eval()
-        assert all(layer.qkv_bias_outside_gemm for layer in fused.layers), "the fused path's default"
+        assert fused.fused_pooling and all(layer.qkv_bias_outside_gemm for layer in fused.layers), "the defaults"
+        fused.fused_pooling = fused_route
         for layer in fused.layers:
-            layer.qkv_bias_outside_gemm = qkv_bias_outside_gemm
+            layer.qkv_bias_outside_gemm = fused_route
         got = fused.pooled_residue_means(batch).cpu()
     expected = reference_means(model, rows)
     # On CUDA cuBLASLt's GELU epilogue is the tanh form (2.6e-5 from erf on an H200); on the CPU it is erf itself.

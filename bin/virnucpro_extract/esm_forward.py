@@ -290,6 +290,7 @@ class EsmInferenceEncoder(nn.Module):
         self.eps = config.layer_norm_eps
         self.token_dropout = bool(config.token_dropout)
         self.fused_kernels = fused_kernels
+        self.fused_pooling = fused_kernels          # see pooled_residue_means
         self.mask_token_id, self.pad_token_id = config.mask_token_id, config.pad_token_id
         take = lambda t: nn.Parameter(t.detach(), requires_grad=False)  # noqa: E731
         self.word_embeddings = take(model.embeddings.word_embeddings.weight)
@@ -340,16 +341,20 @@ class EsmInferenceEncoder(nn.Module):
             x = F.layer_norm(x, (self.hidden_size,), self.emb_ln_weight, self.emb_ln_bias, self.eps)
         return x
 
+    def rotary_tables(self, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [tokens, head_dim / 2] float32: each token's rotary angles (one half; the other repeats it)."""
+        if self.inv_freq.device != batch.positions.device:
+            self.inv_freq = self.inv_freq.to(batch.positions.device)
+        angles = batch.positions.float()[:, None] * self.inv_freq[None, :]
+        return angles.cos(), angles.sin()
+
     def last_hidden_state(self, batch: PackedBatch) -> torch.Tensor:
         """[tokens, hidden] in the model's dtype: EsmModel's last_hidden_state at each packed token."""
         x = self.embed(batch)
-        if self.inv_freq.device != x.device:
-            self.inv_freq = self.inv_freq.to(x.device)
-        angles = batch.positions.float()[:, None] * self.inv_freq[None, :]          # [tokens, head_dim / 2]
+        cos_half, sin_half = self.rotary_tables(batch)
         if self.fused_kernels:
-            return self._last_hidden_state_fused(x.contiguous(), angles.cos(), angles.sin(), batch)
-        angles = torch.cat((angles, angles), dim=-1)
-        cos, sin = angles.cos(), angles.sin()
+            return self._last_hidden_state_fused(x.contiguous(), cos_half, sin_half, batch)
+        cos, sin = torch.cat((cos_half, cos_half), dim=-1), torch.cat((sin_half, sin_half), dim=-1)
         ffn_out = torch.zeros_like(x)
         for layer in self.layers:
             x, ffn_out = layer(x, ffn_out, cos, sin, batch.cu_seqlens, batch.max_len, batch.batch_size, batch.uniform)
@@ -378,17 +383,32 @@ class EsmInferenceEncoder(nn.Module):
         """`last_hidden_state` through the Triton kernels (see EsmLayerWeights.forward_fused); x is overwritten."""
         from .esm_kernels import offset_layernorm
 
+        final_offset = self._residual_stream_fused(x, cos_half, sin_half, batch)
+        return offset_layernorm(x, final_offset, self.final_ln_weight, self.final_ln_bias, self.eps)
+
+    def _residual_stream_fused(self, x, cos_half, sin_half, batch: PackedBatch) -> torch.Tensor:
+        """Runs the layers on x [tokens, hidden] in place; returns the biases x lacks before the final LayerNorm."""
         offsets = self.residual_offsets()
         for layer, layer_offsets in zip(self.layers, offsets):
             layer.forward_fused(x, layer_offsets, cos_half, sin_half, batch.cu_seqlens, batch.max_len,
                                 batch.batch_size, batch.uniform)
-        return offset_layernorm(x, offsets[-1][0], self.final_ln_weight, self.final_ln_bias, self.eps)
+        return offsets[-1][0]
 
     def pooled_residue_means(self, batch: PackedBatch) -> torch.Tensor:
         """[batch, hidden] float32: mean of the last hidden state over each protein's residues (BOS/EOS excluded).
 
-        A gather to `[batch, max_residues, hidden]` and a masked sum: deterministic, unlike a scattered add.
+        Fused path (`fused_pooling`): the final LayerNorm and the mean in one kernel, one read of the stream.
+        Otherwise a gather to `[batch, max_residues, hidden]` and a masked sum. Both deterministic, unlike a
+        scattered add.
         """
+        if self.fused_kernels and self.fused_pooling:
+            from .esm_kernels import pooled_layernorm_mean
+
+            x = self.embed(batch).contiguous()
+            cos_half, sin_half = self.rotary_tables(batch)
+            final_offset = self._residual_stream_fused(x, cos_half, sin_half, batch)
+            return pooled_layernorm_mean(x, final_offset, self.final_ln_weight, self.final_ln_bias, self.eps,
+                                         batch.cu_seqlens, batch.max_len)
         hidden = self.last_hidden_state(batch)
         gathered = hidden[batch.residue_index].float() * batch.residue_valid[..., None]
         return gathered.sum(1) / batch.residues.clamp(min=1)[:, None].float()

@@ -13,6 +13,10 @@ Inductor tuning in every fresh process. These two kernels replace both the compi
   transformers does, so the QKV GEMM runs without a bias epilogue (V's bias is folded into the residual offsets:
   attention weights sum to one, so attention(q, k, v + b) = attention(q, k, v) + b).
 
+- `pooled_layernorm_mean`: the final LayerNorm and the mean over each protein's residues in one pass, for
+  the worker, which needs the means only: one read of the stream, no `[tokens, hidden]` output and no padded
+  float32 gather.
+
 Triton compiles each kernel once per machine (its on-disk cache keeps it), in about a second. Both run under
 `TRITON_INTERPRET=1` on CPU, which is how the tests check them against the reference maths.
 """
@@ -28,6 +32,7 @@ import triton.language as tl
 # earlier in-place variant, one read and two writes: 252 us); rotary: 337 us, 85 %.
 LAYERNORM_LAUNCH = {"block_m": 4, "num_warps": 4}
 ROTARY_LAUNCH = {"block_t": 1, "num_warps": 4}
+POOLING_LAUNCH = {"block_m": 4, "num_warps": 4}  # not yet swept
 
 
 @triton.jit
@@ -67,6 +72,66 @@ def offset_layernorm(x: torch.Tensor, offset: torch.Tensor | None, weight: torch
         x, offset if offset is not None else x, weight, ln_bias, out, n_rows, n_cols, eps,
         HAS_OFFSET=offset is not None, BLOCK_M=block_m, BLOCK_N=triton.next_power_of_2(n_cols),
         num_warps=num_warps or LAYERNORM_LAUNCH["num_warps"])
+    return out
+
+
+@triton.jit
+def _pooled_layernorm_mean_kernel(x_ptr, offset_ptr, weight_ptr, ln_bias_ptr, cu_ptr, out_ptr, n_cols, eps,
+                                  HAS_OFFSET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                  MAX_BLOCKS: tl.constexpr):
+    protein = tl.program_id(0)
+    first = tl.load(cu_ptr + protein) + 1          # after BOS
+    end = tl.load(cu_ptr + protein + 1) - 1        # EOS excluded
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < n_cols
+    weight = tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    ln_bias = tl.load(ln_bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    if HAS_OFFSET:
+        offset = tl.load(offset_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    total = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # A constant trip count with a skip, not range(first, end): Triton's interpreter cannot take loaded bounds
+    # with numpy >= 2.4 (triton-lang/triton#9171), and the tests run this kernel there.
+    for block in range(0, MAX_BLOCKS):
+        start = first + block * BLOCK_M
+        if start < end:
+            rows = start + tl.arange(0, BLOCK_M)
+            row_ok = rows < end
+            mask = row_ok[:, None] & col_ok[None, :]
+            x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :], mask=mask, other=0.0)
+            x = x.to(tl.float32)
+            if HAS_OFFSET:
+                x += offset[None, :]
+            mean = tl.sum(x, axis=1) / n_cols
+            centred = tl.where(mask, x - mean[:, None], 0.0)
+            rstd = tl.rsqrt(tl.sum(centred * centred, axis=1) / n_cols + eps)
+            y = centred * rstd[:, None] * weight[None, :] + ln_bias[None, :]
+            # rounded to the stream's dtype first, as the model's last hidden state is, then summed in float32
+            y = y.to(x_ptr.dtype.element_ty).to(tl.float32)
+            total += tl.sum(tl.where(mask, y, 0.0), axis=0)
+    residues = tl.maximum(end - first, 1).to(tl.float32)
+    tl.store(out_ptr + protein * n_cols + cols, total / residues, mask=col_ok)
+
+
+def pooled_layernorm_mean(x: torch.Tensor, offset: torch.Tensor | None, weight: torch.Tensor, ln_bias: torch.Tensor,
+                          eps: float, cu_seqlens: torch.Tensor, max_len: int, block_m: int | None = None,
+                          num_warps: int | None = None) -> torch.Tensor:
+    """Mean over each protein's residues of LayerNorm(x + offset), [batch, hidden] float32.
+
+    x [tokens, hidden] (contiguous): the packed residual stream, each protein BOS, residues, EOS at
+    cu_seqlens [batch + 1]; BOS and EOS are left out of the mean (a protein without residues gets zeros).
+    max_len: the longest protein in tokens (the loop's trip count, in one compile up to 1,024 residues).
+    Each LayerNorm output is rounded to x's dtype before it is summed in float32, so this is the mean of
+    `offset_layernorm(x, ...)` over the residues, up to summation order.
+    """
+    assert x.is_contiguous() and x.dim() == 2
+    batch, n_cols = cu_seqlens.numel() - 1, x.shape[1]
+    block_m = block_m or POOLING_LAUNCH["block_m"]
+    max_blocks = max(triton.next_power_of_2(triton.cdiv(max(max_len - 2, 1), block_m)), triton.cdiv(1024, block_m))
+    out = torch.empty(batch, n_cols, device=x.device, dtype=torch.float32)
+    _pooled_layernorm_mean_kernel[(batch,)](
+        x, offset if offset is not None else x, weight, ln_bias, cu_seqlens, out, n_cols, eps,
+        HAS_OFFSET=offset is not None, BLOCK_M=block_m, BLOCK_N=triton.next_power_of_2(n_cols),
+        MAX_BLOCKS=max_blocks, num_warps=num_warps or POOLING_LAUNCH["num_warps"])
     return out
 
 

@@ -55,8 +55,7 @@ from virnucpro_extract.models import load_tokenizer  # noqa: E402
 VARIANTS = {
     "6_fused_kernels_tanh_epilogue_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_erf_131072": ("fused", 131072, False, False, 0.25, None),
-    "6_fused_kernels_tanh_epilogue_qkv_bias_in_gemm_131072": ("fused", 131072, False, True, 0.25, None),
-    "6_fused_kernels_tanh_epilogue_fc1_whole_qkv_bias_in_gemm_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_fc1_whole_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_gather_pooling_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": ("fused", 131072, False, True, 0.25, None),
@@ -73,11 +72,9 @@ VARIANTS = {
     "5_fast_compiled_262144": ("fast", 262144, True, False, 0.25, None),
 }
 # Fused variants that differ from the default in a setting of EsmInferenceEncoder or of its layers (the
-# default: FC1 on slices of esm_forward.FC1_SLICE_TOKENS, the QKV bias outside the GEMM, the pooling kernel).
+# default: FC1 on slices of esm_forward.FC1_SLICE_TOKENS, the pooling kernel).
 LAYER_SETTINGS = {
-    "6_fused_kernels_tanh_epilogue_qkv_bias_in_gemm_131072": {"qkv_bias_outside_gemm": False},
-    "6_fused_kernels_tanh_epilogue_fc1_whole_qkv_bias_in_gemm_131072": {"qkv_bias_outside_gemm": False,
-                                                                        "fc1_slice_tokens": None},
+    "6_fused_kernels_tanh_epilogue_fc1_whole_131072": {"fc1_slice_tokens": None},
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": {"fc1_slice_tokens": 65536},
     "6_fused_kernels_tanh_epilogue_gather_pooling_131072": {"fused_pooling": False},
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": {"fc1_slice_tokens": 16384},
@@ -169,7 +166,7 @@ def gemm_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> d
 
 def ffn_probe(tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> dict:
     """TFLOP/s of FC1 with cuBLASLt's GELU epilogue (what the worker runs), FC1 with its bias only, FC2
-    accumulating into the residual stream, and the QKV GEMM with its bias and without (the rotary kernel adds it),
+    accumulating into the residual stream, and the QKV GEMM with its bias and without (what moving it out would gain),
     on slices of the batch: whether a slice size or the lack of a bias epilogue gets a faster kernel."""
     out = {}
     h = torch.randn(tokens, hidden, device=DEVICE, dtype=torch.bfloat16)
@@ -238,7 +235,6 @@ def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int 
     x = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
     bias, weight, ln_bias = (torch.randn(hidden, device=DEVICE, dtype=dtype) for _ in range(3))
     qkv = torch.randn(tokens, 3 * hidden, device=DEVICE, dtype=dtype)
-    qk_bias = torch.randn(2 * hidden, device=DEVICE, dtype=dtype)
     half = hidden // heads // 2
     cos, sin = (torch.rand(tokens, half, device=DEVICE) for _ in range(2))
     length = 102                                    # 100 residues, BOS and EOS
@@ -249,7 +245,7 @@ def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int 
                       lambda cfg: esm_kernels.offset_layernorm(x, bias.float(), weight, ln_bias, 1e-5, **cfg),
                       [{"block_m": m, "num_warps": w} for m in (1, 2, 4, 8) for w in (2, 4, 8, 16)]),
         "rotary": (esm_kernels.ROTARY_LAUNCH, 2 * 2 * tokens * hidden * size + 2 * tokens * half * 4,
-                   lambda cfg: esm_kernels.rotary_(qkv, cos, sin, heads, qk_bias=qk_bias, **cfg),
+                   lambda cfg: esm_kernels.rotary_(qkv, cos, sin, heads, **cfg),
                    [{"block_t": t, "num_warps": w} for t in (1, 2, 4, 8) for w in (2, 4, 8, 16)]),
         "pooling": (esm_kernels.POOLING_LAUNCH, tokens * hidden * size,
                     lambda cfg: esm_kernels.pooled_layernorm_mean(x, bias.float(), weight, ln_bias, 1e-5, cu, length,

@@ -14,8 +14,9 @@ outside the GEMMs (attention masks and rotary tables rebuilt per batch, erf-GELU
   gathered once per batch (not per layer);
 - optionally the FC1 GEMM applies GELU in cuBLASLt's epilogue (`torch._addmm_activation`; tanh form on CUDA,
   gated on measured cosine to the erf model), on slices of FC1_SLICE_TOKENS tokens on the fused path;
-- on GPU (`fused_kernels`, the default there) the layers run eager through two Triton kernels
-  (`esm_kernels.py`: LayerNorm with the pending biases added, rotary in place) with the out-projection and FC2
+- on GPU (`fused_kernels`, the default there) the layers run eager through Triton kernels
+  (`esm_kernels.py`: LayerNorm with the pending biases added, rotary in place, the final LayerNorm and the
+  residue mean in one pass) with the out-projection and FC2
   GEMMs accumulating into the residual stream, so nothing is compiled; otherwise one layer is compiled
   (`regional compilation`) and reused by all 33, so a new process traces one layer, not the model.
 
@@ -34,9 +35,9 @@ from torch import nn
 # ESM's token-dropout constant: the embeddings were trained with 15 % of tokens masked, 80 % of those zeroed.
 MASK_RATIO_TRAIN = 0.15 * 0.8
 # On the fused path, FC1 with cuBLASLt's GELU epilogue runs on slices of this many tokens: on an H200 that GEMM
-# ran at 558-564 TFLOP/s on 131,072 tokens, 604-622 on 32,768 (583 on 65,536, 527-554 on 16,384), and the
-# forward gained 1.7 % / 0.8 % (99-100 / 40-166 residues) in the same process; slicing FC2 as well lost it again
-# (benchmarks/results/forward_h200_fc1_slices.json, forward_h200_ffn_slices.json).
+# ran at 532-564 TFLOP/s on 131,072 tokens, 599-622 on 32,768 (553-584 on 65,536, 527-554 on 16,384); the
+# forward gained 0.4 % / 0.4 % (99-100 / 40-166 residues, medians of five interleaved rounds,
+# benchmarks/results/forward_h200_rounds.json); slicing FC2 as well lost it (forward_h200_ffn_slices.json).
 FC1_SLICE_TOKENS = 32768
 
 
@@ -124,7 +125,6 @@ class EsmLayerWeights(nn.Module):
         attention = layer.attention.self
         self.num_heads, self.eps, self.gelu_epilogue = num_heads, eps, gelu_epilogue
         self.fc1_slice_tokens: int | None = None    # see feed_forward_
-        self.qkv_bias_outside_gemm = False          # see forward_fused
         take = lambda t: nn.Parameter(t.detach(), requires_grad=False)  # noqa: E731
         self.ln1_weight, self.ln1_bias = take(layer.attention.LayerNorm.weight), take(layer.attention.LayerNorm.bias)
         self.qkv_weight = take(torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
@@ -166,36 +166,19 @@ class EsmLayerWeights(nn.Module):
         The out-projection and FC2 GEMMs accumulate into x (`addmm_`, beta = 1) without their biases; `offsets`
         are the running sums of the biases x lacks before each LayerNorm (`EsmInferenceEncoder.residual_offsets`),
         which the LayerNorm kernel adds. cos_half/sin_half [tokens, head_dim / 2] float32.
-
-        With `qkv_bias_outside_gemm` the QKV GEMM runs without its bias (cuBLAS's bias epilogue cost that GEMM
-        ~8 % on an H200): the rotary kernel adds q's and k's, and V's bias b_v reaches the stream as W_o b_v, a
-        constant in the residual offsets, since each attention row's weights sum to one.
         """
         from .esm_kernels import offset_layernorm, rotary_
 
         tokens, hidden = x.shape
         head_dim = hidden // self.num_heads
         h = offset_layernorm(x, offsets[0], self.ln1_weight, self.ln1_bias, self.eps)
-        if self.qkv_bias_outside_gemm:
-            qkv = torch.mm(h, self.qkv_weight.t())                            # [tokens, 3 hidden]
-            rotary_(qkv, cos_half, sin_half, self.num_heads, qk_bias=self.qkv_bias[:2 * hidden])
-        else:
-            qkv = F.linear(h, self.qkv_weight, self.qkv_bias)
-            rotary_(qkv, cos_half, sin_half, self.num_heads)
+        qkv = F.linear(h, self.qkv_weight, self.qkv_bias)                      # [tokens, 3 hidden]
+        rotary_(qkv, cos_half, sin_half, self.num_heads)
         qkv = qkv.view(tokens, 3, self.num_heads, head_dim)
         attended = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, max_len, batch, uniform)
         x.addmm_(attended.reshape(tokens, hidden), self.out_weight.t())
         h = offset_layernorm(x, offsets[1], self.ln2_weight, self.ln2_bias, self.eps)
         self.feed_forward_(x, h)
-
-    def attention_output_bias(self) -> torch.Tensor:
-        """[hidden] float32: what the attention block adds to the stream besides W_o a, the out-projection's bias
-        plus, with `qkv_bias_outside_gemm`, W_o b_v (V's bias carried through attention)."""
-        bias = self.out_bias.float()
-        if self.qkv_bias_outside_gemm:
-            hidden = self.out_weight.shape[0]
-            bias = bias + self.out_weight.float() @ self.qkv_bias[2 * hidden:].float()
-        return bias
 
     def feed_forward_(self, x: torch.Tensor, h: torch.Tensor) -> None:
         """x [tokens, hidden] += FC2(GELU(FC1(h))) without FC2's bias (a residual offset); FC2 accumulates into x.
@@ -301,7 +284,6 @@ class EsmInferenceEncoder(nn.Module):
         if fused_kernels:
             for layer in self.layers:
                 layer.fc1_slice_tokens = FC1_SLICE_TOKENS
-                layer.qkv_bias_outside_gemm = True
         final = model.encoder.emb_layer_norm_after
         self.final_ln_weight, self.final_ln_bias = take(final.weight), take(final.bias)
         # Not a buffer: .to(bfloat16) would round it. cos/sin are computed in float32 from the checkpoint's
@@ -367,14 +349,12 @@ class EsmInferenceEncoder(nn.Module):
         In the fused forward the out-projection and FC2 GEMMs add a @ W^T to the stream and not their bias b: the
         stream then differs from EsmModel's by the sum of the biases so far, a constant per position in the layer
         stack, added inside each LayerNorm. Computed from the weights as they are (66 additions of [hidden]
-        vectors and 33 [hidden, hidden] mat-vecs a batch, nothing beside the tokens' work), so a cast or move of
-        the module cannot leave it stale.
+        vectors a batch, nothing beside the tokens' work), so a cast or move of the module cannot leave it stale.
         """
         offsets, running = [], None
         for layer in self.layers:
             before_ln1 = running
-            attention_bias = layer.attention_output_bias()
-            running = attention_bias if running is None else running + attention_bias
+            running = layer.out_bias.float() if running is None else running + layer.out_bias.float()
             offsets.append((before_ln1, running))
             running = running + layer.fc2_bias.float()
         return offsets + [(running, None)]

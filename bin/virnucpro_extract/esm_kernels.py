@@ -1,23 +1,20 @@
-"""Triton kernels for the fast ESM-2 forward: the two memory-bound passes of each layer, fused and in place.
+"""Triton kernels for the fast ESM-2 forward: the memory-bound passes of each layer and the pooling, fused.
 
 Why: with the GEMMs near peak, what kept the compiled forward at 416k tokens/s on an H200 was the LayerNorms
 (15 % of GPU time at about 40 % of memory bandwidth) and the rotary pass, plus ~30 s of Dynamo tracing and
-Inductor tuning in every fresh process. These two kernels replace both the compile and those passes:
+Inductor tuning in every fresh process. These kernels replace both the compile and those passes:
 
 - `offset_layernorm`: the residual stream `x` already holds `x + a @ W^T` (the out-projection and FC2 GEMMs
   accumulate into it in place, `addmm_` with beta = 1) but not those GEMMs' biases, which are constants: their
   running sum is one `[hidden]` vector per LayerNorm, added inside it. One read and one write of
   `[tokens, hidden]`, instead of a GEMM output, a bias and residual add and a LayerNorm (two reads, three
   writes);
-- `rotary_`: adds the q and k biases and rotates q and k inside the fused QKV output in place, in float32 as
-  transformers does, so the QKV GEMM runs without a bias epilogue (V's bias is folded into the residual offsets:
-  attention weights sum to one, so attention(q, k, v + b) = attention(q, k, v) + b).
-
+- `rotary_`: rotates q and k inside the fused QKV output in place, in float32 as transformers does;
 - `pooled_layernorm_mean`: the final LayerNorm and the mean over each protein's residues in one pass, for
   the worker, which needs the means only: one read of the stream, no `[tokens, hidden]` output and no padded
   float32 gather.
 
-Triton compiles each kernel once per machine (its on-disk cache keeps it), in about a second. Both run under
+Triton compiles each kernel once per machine (its on-disk cache keeps it), in about a second. All run under
 `TRITON_INTERPRET=1` on CPU, which is how the tests check them against the reference maths.
 """
 from __future__ import annotations
@@ -32,7 +29,9 @@ import triton.language as tl
 # earlier in-place variant, one read and two writes: 252 us); rotary: 337 us, 85 %.
 LAYERNORM_LAUNCH = {"block_m": 4, "num_warps": 4}
 ROTARY_LAUNCH = {"block_t": 1, "num_warps": 4}
-POOLING_LAUNCH = {"block_m": 4, "num_warps": 4}  # not yet swept
+# Final LayerNorm + residue mean (one read): 258 us per 131,072 x 1,280 (block_m 8: spills; the forward gained
+# 0.4 % / 0.2 % over LayerNorm-then-gather, benchmarks/results/forward_h200_rounds.json).
+POOLING_LAUNCH = {"block_m": 4, "num_warps": 4}
 
 
 @triton.jit
@@ -136,22 +135,17 @@ def pooled_layernorm_mean(x: torch.Tensor, offset: torch.Tensor | None, weight: 
 
 
 @triton.jit
-def _rotary_kernel(qkv_ptr, cos_ptr, sin_ptr, bias_ptr, n_tokens, row_stride, HALF: tl.constexpr,
-                   PAIRS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_J: tl.constexpr):
+def _rotary_kernel(qkv_ptr, cos_ptr, sin_ptr, n_tokens, row_stride, HALF: tl.constexpr, PAIRS: tl.constexpr,
+                   BLOCK_T: tl.constexpr, BLOCK_J: tl.constexpr):
     tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     j = tl.arange(0, BLOCK_J)                      # (q or k, head, d < half) flattened
     head = j // HALF
     d = j % HALF
-    j_ok = j < PAIRS * HALF
-    mask = (tokens < n_tokens)[:, None] & j_ok[None, :]
-    column = head * 2 * HALF + d                   # of x1 in the row; x2 is HALF further
-    first = tokens.to(tl.int64)[:, None] * row_stride + column[None, :]
+    mask = (tokens < n_tokens)[:, None] & (j < PAIRS * HALF)[None, :]
+    first = tokens.to(tl.int64)[:, None] * row_stride + (head * 2 * HALF + d)[None, :]
     table = tokens.to(tl.int64)[:, None] * HALF + d[None, :]
     x1 = tl.load(qkv_ptr + first, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(qkv_ptr + first + HALF, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        x1 += tl.load(bias_ptr + column, mask=j_ok, other=0.0).to(tl.float32)[None, :]
-        x2 += tl.load(bias_ptr + column + HALF, mask=j_ok, other=0.0).to(tl.float32)[None, :]
     cos = tl.load(cos_ptr + table, mask=mask, other=0.0)
     sin = tl.load(sin_ptr + table, mask=mask, other=0.0)
     tl.store(qkv_ptr + first, (x1 * cos - x2 * sin).to(qkv_ptr.dtype.element_ty), mask=mask)
@@ -159,11 +153,10 @@ def _rotary_kernel(qkv_ptr, cos_ptr, sin_ptr, bias_ptr, n_tokens, row_stride, HA
 
 
 def rotary_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int,
-            qk_bias: torch.Tensor | None = None, block_t: int | None = None, num_warps: int | None = None) -> None:
+            block_t: int | None = None, num_warps: int | None = None) -> None:
     """Rotary embedding of q and k in place inside qkv [tokens, 3 * hidden] (q, k, v stacked, heads inside each).
 
     cos/sin [tokens, head_dim / 2] float32: each token's angles (one half; the other half repeats them).
-    qk_bias [2 * hidden] (or None): the q and k biases, added first (the QKV GEMM then needs no bias epilogue).
     Per head, (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), transformers' rotate_half form, in float32.
     """
     assert qkv.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()
@@ -172,8 +165,5 @@ def rotary_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: 
     pairs = 2 * num_heads                           # q and k heads; v is left alone
     block_t = block_t or ROTARY_LAUNCH["block_t"]
     grid = (triton.cdiv(n_tokens, block_t),)
-    assert qk_bias is None or (qk_bias.is_contiguous() and qk_bias.numel() == pairs * 2 * half)
-    _rotary_kernel[grid](qkv, cos, sin, qk_bias if qk_bias is not None else cos, n_tokens, width, HALF=half,
-                         PAIRS=pairs, HAS_BIAS=qk_bias is not None, BLOCK_T=block_t,
-                         BLOCK_J=triton.next_power_of_2(pairs * half),
-                         num_warps=num_warps or ROTARY_LAUNCH["num_warps"])
+    _rotary_kernel[grid](qkv, cos, sin, n_tokens, width, HALF=half, PAIRS=pairs, BLOCK_T=block_t,
+                         BLOCK_J=triton.next_power_of_2(pairs * half), num_warps=num_warps or ROTARY_LAUNCH["num_warps"])

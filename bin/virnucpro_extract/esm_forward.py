@@ -332,10 +332,13 @@ class EsmInferenceEncoder(nn.Module):
 
     def last_hidden_state(self, batch: PackedBatch) -> torch.Tensor:
         """[tokens, hidden] in the model's dtype: EsmModel's last_hidden_state at each packed token."""
+        if self.fused_kernels:
+            from .esm_kernels import offset_layernorm
+
+            x, final_offset = self._residual_stream_fused(batch)
+            return offset_layernorm(x, final_offset, self.final_ln_weight, self.final_ln_bias, self.eps)
         x = self.embed(batch)
         cos_half, sin_half = self.rotary_tables(batch)
-        if self.fused_kernels:
-            return self._last_hidden_state_fused(x.contiguous(), cos_half, sin_half, batch)
         cos, sin = torch.cat((cos_half, cos_half), dim=-1), torch.cat((sin_half, sin_half), dim=-1)
         ffn_out = torch.zeros_like(x)
         for layer in self.layers:
@@ -359,20 +362,16 @@ class EsmInferenceEncoder(nn.Module):
             running = running + layer.fc2_bias.float()
         return offsets + [(running, None)]
 
-    def _last_hidden_state_fused(self, x, cos_half, sin_half, batch: PackedBatch) -> torch.Tensor:
-        """`last_hidden_state` through the Triton kernels (see EsmLayerWeights.forward_fused); x is overwritten."""
-        from .esm_kernels import offset_layernorm
-
-        final_offset = self._residual_stream_fused(x, cos_half, sin_half, batch)
-        return offset_layernorm(x, final_offset, self.final_ln_weight, self.final_ln_bias, self.eps)
-
-    def _residual_stream_fused(self, x, cos_half, sin_half, batch: PackedBatch) -> torch.Tensor:
-        """Runs the layers on x [tokens, hidden] in place; returns the biases x lacks before the final LayerNorm."""
+    def _residual_stream_fused(self, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layers through the Triton kernels (see EsmLayerWeights.forward_fused), updating one stream in place:
+        (x [tokens, hidden] before the final LayerNorm, the biases x lacks there [hidden] float32)."""
+        x = self.embed(batch).contiguous()
+        cos_half, sin_half = self.rotary_tables(batch)
         offsets = self.residual_offsets()
         for layer, layer_offsets in zip(self.layers, offsets):
             layer.forward_fused(x, layer_offsets, cos_half, sin_half, batch.cu_seqlens, batch.max_len,
                                 batch.batch_size, batch.uniform)
-        return offsets[-1][0]
+        return x, offsets[-1][0]
 
     def pooled_residue_means(self, batch: PackedBatch) -> torch.Tensor:
         """[batch, hidden] float32: mean of the last hidden state over each protein's residues (BOS/EOS excluded).
@@ -384,9 +383,7 @@ class EsmInferenceEncoder(nn.Module):
         if self.fused_kernels and self.fused_pooling:
             from .esm_kernels import pooled_layernorm_mean
 
-            x = self.embed(batch).contiguous()
-            cos_half, sin_half = self.rotary_tables(batch)
-            final_offset = self._residual_stream_fused(x, cos_half, sin_half, batch)
+            x, final_offset = self._residual_stream_fused(batch)
             return pooled_layernorm_mean(x, final_offset, self.final_ln_weight, self.final_ln_bias, self.eps,
                                          batch.cu_seqlens, batch.max_len)
         hidden = self.last_hidden_state(batch)

@@ -35,6 +35,15 @@ POOLING_LAUNCH = {"block_m": 4, "num_warps": 4}
 
 
 @triton.jit
+def _normalise_rows(x, mask, weight, ln_bias, n_cols, eps):
+    """LayerNorm of each row of x [BLOCK_M, BLOCK_N] float32 (masked entries 0), statistics in float32."""
+    mean = tl.sum(x, axis=1) / n_cols
+    centred = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = tl.rsqrt(tl.sum(centred * centred, axis=1) / n_cols + eps)
+    return centred * rstd[:, None] * weight[None, :] + ln_bias[None, :]
+
+
+@triton.jit
 def _offset_layernorm_kernel(x_ptr, offset_ptr, weight_ptr, ln_bias_ptr, out_ptr, n_rows, n_cols, eps,
                              HAS_OFFSET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -45,12 +54,9 @@ def _offset_layernorm_kernel(x_ptr, offset_ptr, weight_ptr, ln_bias_ptr, out_ptr
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     if HAS_OFFSET:
         x += tl.load(offset_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    mean = tl.sum(x, axis=1) / n_cols
-    centred = tl.where(mask, x - mean[:, None], 0.0)
-    rstd = tl.rsqrt(tl.sum(centred * centred, axis=1) / n_cols + eps)
     weight = tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     ln_bias = tl.load(ln_bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    y = centred * rstd[:, None] * weight[None, :] + ln_bias[None, :]
+    y = _normalise_rows(x, mask, weight, ln_bias, n_cols, eps)
     tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -100,10 +106,7 @@ def _pooled_layernorm_mean_kernel(x_ptr, offset_ptr, weight_ptr, ln_bias_ptr, cu
             x = x.to(tl.float32)
             if HAS_OFFSET:
                 x += offset[None, :]
-            mean = tl.sum(x, axis=1) / n_cols
-            centred = tl.where(mask, x - mean[:, None], 0.0)
-            rstd = tl.rsqrt(tl.sum(centred * centred, axis=1) / n_cols + eps)
-            y = centred * rstd[:, None] * weight[None, :] + ln_bias[None, :]
+            y = _normalise_rows(x, mask, weight, ln_bias, n_cols, eps)
             # rounded to the stream's dtype first, as the model's last hidden state is, then summed in float32
             y = y.to(x_ptr.dtype.element_ty).to(tl.float32)
             total += tl.sum(tl.where(mask, y, 0.0), axis=0)

@@ -23,6 +23,88 @@ def timed(fn):
     return result, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
 
 
+class _Nvml:
+    """The card's energy counter and clock-limit reasons through the driver's NVML (ctypes, no package): on an
+    H200 the forward runs at the card's power limit, so joules per token, not a kernel's time at boost clock,
+    decide the steady state. The CUDA device's index is taken as its NVML index (one visible card)."""
+
+    POWER_CAP_REASONS = 0x4 | 0x80                  # software power cap, hardware power brake
+
+    def __init__(self):
+        import ctypes
+
+        self.ctypes = ctypes
+        self.lib, self.handle = None, ctypes.c_void_p()
+        try:
+            lib = ctypes.CDLL("libnvidia-ml.so.1")
+            if lib.nvmlInit_v2() == 0 and lib.nvmlDeviceGetHandleByIndex_v2(
+                    torch.cuda.current_device(), ctypes.byref(self.handle)) == 0:
+                self.lib = lib
+        except (OSError, RuntimeError, AssertionError):
+            pass
+
+    def energy_j(self) -> float | None:
+        """Joules the card has used since the driver loaded, or None without NVML."""
+        value = self.ctypes.c_ulonglong()
+        if self.lib is None or self.lib.nvmlDeviceGetTotalEnergyConsumption(self.handle, self.ctypes.byref(value)):
+            return None
+        return value.value / 1e3
+
+    def clock_reasons(self) -> int | None:
+        """The bit mask of what holds the clocks down now (NVML clocks event reasons), or None."""
+        value = self.ctypes.c_ulonglong()
+        if self.lib is None or self.lib.nvmlDeviceGetCurrentClocksEventReasons(self.handle, self.ctypes.byref(value)):
+            return None
+        return value.value
+
+
+_NVML = None
+
+
+def nvml() -> _Nvml:
+    global _NVML
+    if _NVML is None:
+        _NVML = _Nvml()
+    return _NVML
+
+
+def energy_timed(fn):
+    """(fn(), seconds, peak GPU GiB, joules or None, power-capped at the end or None), as `timed`."""
+    meter = nvml()
+    before = meter.energy_j()
+    result, seconds, peak = timed(fn)
+    after, reasons = meter.energy_j(), meter.clock_reasons()
+    joules = after - before if before is not None and after is not None else None
+    return result, seconds, peak, joules, None if reasons is None else bool(reasons & meter.POWER_CAP_REASONS)
+
+
+def joules_per_call(call, seconds: float = 3.0, preheat_s: float = 2.0) -> dict:
+    """ms and mJ per call of `call()` run back to back for `seconds` after `preheat_s` of the same: long
+    enough for the card to settle at its power limit, as it does in the forward (a burst of 20 calls runs at
+    boost clock and ranks kernels differently)."""
+    meter = nvml()
+
+    def run_for(duration):
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < duration:
+            for _ in range(5):
+                call()
+            calls += 5
+            torch.cuda.synchronize()
+        return calls, time.perf_counter() - start
+
+    run_for(preheat_s)
+    before = meter.energy_j()
+    calls, elapsed = run_for(seconds)
+    after = meter.energy_j()
+    row = {"ms": round(elapsed / calls * 1e3, 3), "calls": calls}
+    if before is not None and after is not None:
+        row.update(mj=round((after - before) / calls * 1e3, 2), watts=round((after - before) / elapsed, 1))
+    reasons = meter.clock_reasons()
+    row["power_capped"] = None if reasons is None else bool(reasons & meter.POWER_CAP_REASONS)
+    return row
+
+
 def seconds_per_call(call, repeats: int) -> float:
     """Mean seconds of `call()` on the GPU over `repeats` calls, after one call outside the clock (its compile)."""
     call()

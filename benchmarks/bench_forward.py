@@ -46,9 +46,16 @@ from bench_embed import (  # noqa: E402
     random_proteins,  # noqa: E402
 )
 
-from bench_common import DEVICE, SMOKE, kernel_profile, seconds_per_call, timed  # noqa: E402
+from bench_common import (  # noqa: E402
+    DEVICE,
+    SMOKE,
+    energy_timed,
+    joules_per_call,
+    kernel_profile,
+    seconds_per_call,
+)
 from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, plan_packed_batches  # noqa: E402
-from virnucpro_extract.esm_forward import EsmInferenceEncoder  # noqa: E402
+from virnucpro_extract.esm_forward import EsmInferenceEncoder, erf_gelu  # noqa: E402
 from virnucpro_extract.models import load_tokenizer  # noqa: E402
 
 # name -> (forward, token budget, compiled, gelu epilogue, min_uniform_share, inductor options)
@@ -59,6 +66,10 @@ VARIANTS = {
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_gather_pooling_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_triton_fc1_erf_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_triton_fc1_tanh_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_triton_qkv_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_triton_fc1_erf_qkv_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
     "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
     "6_fused_kernels_tanh_epilogue_sdpa_flash_131072": ("fused_flash", 131072, False, True, 0.25, None),
@@ -78,6 +89,10 @@ LAYER_SETTINGS = {
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": {"fc1_slice_tokens": 65536},
     "6_fused_kernels_tanh_epilogue_gather_pooling_131072": {"fused_pooling": False},
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": {"fc1_slice_tokens": 16384},
+    "6_fused_kernels_triton_fc1_erf_131072": {"fc1_triton_gelu": "erf"},
+    "6_fused_kernels_triton_fc1_tanh_131072": {"fc1_triton_gelu": "tanh"},
+    "6_fused_kernels_triton_qkv_131072": {"qkv_triton": True},
+    "6_fused_kernels_triton_fc1_erf_qkv_131072": {"fc1_triton_gelu": "erf", "qkv_triton": True},
 }
 if SMOKE:
     VARIANTS = {k: (f, 4096, False, e, s, o) for k, (f, _, _, e, s, o) in VARIANTS.items()}
@@ -225,6 +240,95 @@ def attention_probe(tokens: int = 131072, heads: int = 20, head_dim: int = 64) -
     return out
 
 
+def gemm_sweep(dtype, tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> dict:
+    """TFLOP/s of the Triton GEMM (esm_kernels.triton_linear) per launch setting, for FC1 (bias and erf-GELU in
+    its epilogue) against cuBLAS as the worker runs it (tanh-GELU epilogue on 32,768-token slices) and cuBLAS with
+    the bias only, and for the QKV GEMM (bias only) against cuBLAS; then FC1's fastest setting with the tanh form
+    and with the bias only. The fastest settings become this process's defaults (to be fixed in
+    esm_kernels.FC1_LAUNCH / QKV_LAUNCH); FC1's error against fp32 erf-GELU on a slice is reported."""
+    from virnucpro_extract import esm_kernels
+
+    h = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
+    w1 = (torch.randn(inner, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
+    b1 = (torch.randn(inner, device=DEVICE) * 0.02).to(dtype)
+    w_qkv = (torch.randn(3 * hidden, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
+    b_qkv = (torch.randn(3 * hidden, device=DEVICE) * 0.02).to(dtype)
+    slices = [slice(s, s + 32768) for s in range(0, tokens, 32768)]
+    out = {}
+
+    def measure(name, call, width):
+        try:
+            seconds = seconds_per_call(call, 20)
+            out[name] = {"ms": round(seconds * 1e3, 3), "tflops": round(2 * tokens * hidden * width / seconds / 1e12, 1)}
+        except Exception as exc:  # a launch setting the card refuses is a finding, not a failure
+            out[name] = {"error": repr(exc)[:300]}
+        print(f"gemm sweep {name}: {out[name]}", flush=True)
+        return out[name].get("ms", float("inf"))
+
+    measure("fc1_cublas_tanh_epilogue_32768",
+            lambda: [torch._addmm_activation(b1, h[r], w1.t(), use_gelu=True) for r in slices], inner)
+    measure("fc1_cublas_bias_only_32768", lambda: [F.linear(h[r], w1, b1) for r in slices], inner)
+    measure("fc1_cublas_bias_only_131072", lambda: F.linear(h, w1, b1), inner)
+    measure("qkv_cublas_131072", lambda: F.linear(h, w_qkv, b_qkv), 3 * hidden)
+    base = {"group_m": 8, "persistent": True, "split_epilogue": True}
+    configs = [{**base, "block_m": m, "block_n": n, "block_k": k, "num_stages": st, "num_warps": wp}
+               for m, n, k, st, wp in [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 4),
+                                       (128, 128, 64, 4, 8), (128, 128, 128, 3, 8), (256, 128, 64, 3, 8),
+                                       (64, 256, 64, 4, 4), (128, 256, 128, 2, 8)]]
+    configs += [{**configs[0], "persistent": False}, {**configs[0], "split_epilogue": False},
+                {**configs[0], "group_m": 16}, {**configs[2], "persistent": False}]
+    for gemm, (w, b, gelu, width, launch) in {"fc1": (w1, b1, "erf", inner, esm_kernels.FC1_LAUNCH),
+                                              "qkv": (w_qkv, b_qkv, None, 3 * hidden, esm_kernels.QKV_LAUNCH)}.items():
+        timings = []
+        for cfg in configs:
+            name = f"{gemm}_triton_{gelu or 'bias'}_" + "_".join(f"{k}{int(v)}" for k, v in cfg.items())
+            timings.append((measure(name, lambda: esm_kernels.triton_linear(h, w, b, gelu=gelu, launch=cfg), width), cfg))
+        best_ms, best = min(timings, key=lambda t: t[0])
+        if best_ms < float("inf"):
+            launch.update(best)
+            out[f"{gemm}_best"] = {**best, "ms": round(best_ms, 3)}
+            print(f"gemm sweep {gemm}: best {out[f'{gemm}_best']}", flush=True)
+    if "fc1_best" in out:
+        measure("fc1_triton_tanh_best", lambda: esm_kernels.triton_linear(h, w1, b1, gelu="tanh"), inner)
+        measure("fc1_triton_bias_only_best", lambda: esm_kernels.triton_linear(h, w1, b1, gelu=None), inner)
+        reference = erf_gelu(h[:4096].float() @ w1.float().t() + b1.float())
+        for form in ("erf", "tanh"):
+            got = esm_kernels.triton_linear(h[:4096].contiguous(), w1, b1, gelu=form).float()
+            out[f"fc1_max_abs_vs_fp32_erf_triton_{form}"] = float((got - reference).abs().max())
+        cublas = torch._addmm_activation(b1, h[:4096], w1.t(), use_gelu=True).float()
+        out["fc1_max_abs_vs_fp32_erf_cublas_tanh"] = float((cublas - reference).abs().max())
+    return out
+
+
+def gemm_energy_probe(dtype, tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> dict:
+    """ms and mJ per call at the card's power limit (joules_per_call) of the cuBLAS GEMMs the worker runs
+    against the Triton GEMM with the launch settings gemm_sweep chose: whether a kernel faster at boost clock
+    also uses less energy, which is what the power-capped forward needs."""
+    from virnucpro_extract import esm_kernels
+
+    h = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
+    w1 = (torch.randn(inner, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
+    b1 = (torch.randn(inner, device=DEVICE) * 0.02).to(dtype)
+    w_qkv = (torch.randn(3 * hidden, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
+    b_qkv = (torch.randn(3 * hidden, device=DEVICE) * 0.02).to(dtype)
+    slices = [slice(s, s + 32768) for s in range(0, tokens, 32768)]
+    calls = {
+        "qkv_cublas": lambda: F.linear(h, w_qkv, b_qkv),
+        "qkv_triton": lambda: esm_kernels.triton_linear(h, w_qkv, b_qkv, gelu=None, launch=esm_kernels.QKV_LAUNCH),
+        "fc1_cublas_tanh_epilogue_32768": lambda: [torch._addmm_activation(b1, h[r], w1.t(), use_gelu=True)
+                                                   for r in slices],
+        "fc1_cublas_bias_only_32768": lambda: [F.linear(h[r], w1, b1) for r in slices],
+        "fc1_triton_tanh": lambda: esm_kernels.triton_linear(h, w1, b1, gelu="tanh"),
+        "fc1_triton_erf": lambda: esm_kernels.triton_linear(h, w1, b1, gelu="erf"),
+        "fc1_triton_bias_only": lambda: esm_kernels.triton_linear(h, w1, b1, gelu=None),
+    }
+    out = {}
+    for name, call in calls.items():
+        out[name] = joules_per_call(call)
+        print(f"gemm energy {name}: {out[name]}", flush=True)
+    return out
+
+
 def kernel_sweep(dtype, bandwidth_gbs: float, tokens: int = 131072, hidden: int = 1280, heads: int = 20) -> dict:
     """Time each Triton kernel's launch settings on a batch of the worker's size; set the fastest as the default
     for this process (and report them, to be fixed in esm_kernels.py). Bytes moved per call: LayerNorm reads x
@@ -277,6 +381,7 @@ def main():
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sets", default=",".join(LENGTH_SETS))
     parser.add_argument("--skip_probes", action="store_true", help="no kernel sweep, no GEMM/attention probes")
+    parser.add_argument("--probes", default="kernels,gemms,gemm,ffn,attention", help="which probes run (comma list)")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant, interleaved")
     parser.add_argument("--profile", default="6_fused_kernels_tanh_epilogue_131072")
     parser.add_argument("--probes_only", action="store_true", help="only the kernel sweep and the GEMM/attention probes")
@@ -311,10 +416,13 @@ def main():
         return EsmInferenceEncoder(fp32, gelu_epilogue=gelu_epilogue, fused_kernels=fused).to(DEVICE, dtype).eval()
 
     if not SMOKE and not args.skip_probes:
-        doc["kernel_sweep"] = kernel_sweep(dtype, args.bandwidth_gbs)
-        doc["gemm_probe"] = gemm_probe()
-        doc["ffn_probe"] = ffn_probe()
-        doc["attention_probe"] = attention_probe()
+        probes = args.probes.split(",")
+        for key, probe in {"kernels": lambda: kernel_sweep(dtype, args.bandwidth_gbs),
+                           "gemms": lambda: gemm_sweep(dtype), "energy": lambda: gemm_energy_probe(dtype),
+                           "gemm": gemm_probe, "ffn": ffn_probe,
+                           "attention": attention_probe}.items():
+            if key in probes:
+                doc[{"kernels": "kernel_sweep", "gemms": "gemm_sweep", "energy": "gemm_energy"}.get(key, f"{key}_probe")] = probe()
         if args.probes_only:
             Path(args.out).write_text(json.dumps(doc, indent=1))
             return
@@ -354,14 +462,18 @@ def main():
         print(f"{set_name}: {count} proteins, {n_tokens:,} tokens", flush=True)
 
         def record(name, fn, warm_s=None):
-            embeddings, seconds, peak = timed(lambda: fn(tokens))
+            embeddings, seconds, peak, joules, capped = energy_timed(lambda: fn(tokens))
             row = {"tokens_per_s": round(n_tokens / seconds), "proteins_per_s": round(count / seconds, 1),
                    "seconds": round(seconds, 3), "peak_gpu_gib": round(peak, 2),
                    **faithfulness(embeddings, reference, sample)}
+            if joules:
+                row.update(tokens_per_joule=round(n_tokens / joules, 1), watts=round(joules / seconds, 1),
+                           power_capped=capped)
             if warm_s is not None:
                 row["warmup_s"] = round(warm_s, 1)
             print(f"  {name:<42} {row['tokens_per_s']:>9,} tok/s  cos_min {row['cosine_min']:.6f}  "
-                  f"max_abs {row['max_abs_diff']:.2e}  peak {peak:.1f} GiB  warm-up {row.get('warmup_s', '-')} s",
+                  f"max_abs {row['max_abs_diff']:.2e}  peak {peak:.1f} GiB  warm-up {row.get('warmup_s', '-')} s  "
+                  f"{row.get('watts', '-')} W  {row.get('tokens_per_joule', '-')} tok/J",
                   flush=True)
             return row
 
@@ -380,7 +492,7 @@ def main():
         # last) to run after another; each variant's figure is its median round.
         rounds: dict[str, list[dict]] = {name: [] for name in embedders}
         names = list(embedders)
-        for r in range(args.rounds):
+        for r in range(args.rounds if names else 0):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 embedder, warm_s = embedders[name]
                 try:

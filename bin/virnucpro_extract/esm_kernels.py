@@ -170,3 +170,121 @@ def rotary_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: 
     grid = (triton.cdiv(n_tokens, block_t),)
     _rotary_kernel[grid](qkv, cos, sin, n_tokens, width, HALF=half, PAIRS=pairs, BLOCK_T=block_t,
                          BLOCK_J=triton.next_power_of_2(pairs * half), num_warps=num_warps or ROTARY_LAUNCH["num_warps"])
+
+
+# Launch settings of triton_linear for FC1 (bias and GELU in the epilogue) and the QKV GEMM (bias only),
+# measured on an H200 by benchmarks/bench_forward.py's GEMM sweep.
+FC1_LAUNCH = {"block_m": 128, "block_n": 256, "block_k": 64, "group_m": 8, "num_stages": 4, "num_warps": 8,
+              "persistent": True, "split_epilogue": True}
+QKV_LAUNCH = {**FC1_LAUNCH, "num_stages": 3}
+# float32 (tests, CPU fallbacks): tiles that fit in shared memory at four bytes an element
+FLOAT32_LAUNCH = {"block_n": 128, "block_k": 32, "num_stages": 2}
+SQRT_HALF = tl.constexpr(0.7071067811865476)
+TANH_GELU_SCALE = tl.constexpr(1.5957691216057308)              # 2 sqrt(2 / pi): tanh(u) = 2 sigmoid(2u) - 1
+
+
+@triton.jit
+def _gelu(x, ERF: tl.constexpr):
+    """GELU of x float32: ESM's exact erf form, or the tanh form written as x sigmoid(2u) (one exp)."""
+    if ERF:
+        return x * 0.5 * (1.0 + tl.erf(x * SQRT_HALF))
+    else:
+        return x / (1.0 + tl.exp(-TANH_GELU_SCALE * (x + 0.044715 * x * x * x)))
+
+
+@triton.jit
+def _linear_epilogue(acc, bias_ptr, c_desc, offs_m, offs_n, n_cols, BLOCK_N: tl.constexpr, GELU: tl.constexpr,
+                  ERF: tl.constexpr):
+    cols = offs_n + tl.arange(0, BLOCK_N)
+    acc += tl.load(bias_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)[None, :]
+    if GELU:
+        acc = _gelu(acc, ERF)
+    c_desc.store([offs_m, offs_n], acc.to(c_desc.dtype))
+
+
+@triton.jit
+def _linear_tile(a_desc, w_desc, c_desc, bias_ptr, tile, tiles_m, n_cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              BLOCK_K: tl.constexpr, K_TILES: tl.constexpr, TILES_N: tl.constexpr, GROUP_M: tl.constexpr,
+              GELU: tl.constexpr, ERF: tl.constexpr, SPLIT_EPILOGUE: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    # grouped order: GROUP_M row blocks share each weight column block while it is in L2
+    tiles_per_group = GROUP_M * TILES_N
+    first_m = (tile // tiles_per_group) * GROUP_M
+    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    offs_m = (first_m + (tile % tiles_per_group) % group_rows) * BLOCK_M
+    offs_n = ((tile % tiles_per_group) // group_rows) * BLOCK_N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(K_TILES):
+        a = a_desc.load([offs_m, k * BLOCK_K])
+        w = w_desc.load([offs_n, k * BLOCK_K])
+        if INPUT_PRECISION == "ieee":   # float32, or the interpreter, whose tl.dot takes bf16 for integers
+            acc = tl.dot(a.to(tl.float32), w.to(tl.float32).T, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, w.T, acc)
+    if SPLIT_EPILOGUE:  # two [BLOCK_M, BLOCK_N / 2] halves: half the registers and shared memory at the store
+        left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+        _linear_epilogue(left, bias_ptr, c_desc, offs_m, offs_n, n_cols, BLOCK_N // 2, GELU, ERF)
+        _linear_epilogue(right, bias_ptr, c_desc, offs_m, offs_n + BLOCK_N // 2, n_cols, BLOCK_N // 2, GELU, ERF)
+    else:
+        _linear_epilogue(acc, bias_ptr, c_desc, offs_m, offs_n, n_cols, BLOCK_N, GELU, ERF)
+
+
+@triton.jit
+def _linear_kernel(a_desc, w_desc, c_desc, bias_ptr, n_rows, n_cols, n_programs,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_TILES: tl.constexpr,
+                     TILES_N: tl.constexpr, GROUP_M: tl.constexpr, GELU: tl.constexpr, ERF: tl.constexpr,
+                     SPLIT_EPILOGUE: tl.constexpr, INPUT_PRECISION: tl.constexpr, STATIC_TRIPS: tl.constexpr):
+    tiles_m = tl.cdiv(n_rows, BLOCK_M)
+    tiles = tiles_m * TILES_N
+    if STATIC_TRIPS > 0:
+        # the interpreter: a constant trip count with a skip (it cannot take runtime loop bounds with numpy >= 2.4,
+        # triton-lang/triton#9171); on the GPU one compile serves every number of tokens
+        for trip in range(STATIC_TRIPS):
+            tile = tl.program_id(0) + trip * n_programs
+            if tile < tiles:
+                _linear_tile(a_desc, w_desc, c_desc, bias_ptr, tile, tiles_m, n_cols, BLOCK_M, BLOCK_N, BLOCK_K,
+                          K_TILES, TILES_N, GROUP_M, GELU, ERF, SPLIT_EPILOGUE, INPUT_PRECISION)
+    else:
+        for tile in tl.range(tl.program_id(0), tiles, n_programs, flatten=True):
+            _linear_tile(a_desc, w_desc, c_desc, bias_ptr, tile, tiles_m, n_cols, BLOCK_M, BLOCK_N, BLOCK_K,
+                      K_TILES, TILES_N, GROUP_M, GELU, ERF, SPLIT_EPILOGUE, INPUT_PRECISION)
+
+
+def triton_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: str | None = "erf",
+                  launch: dict | None = None, **overrides) -> torch.Tensor:
+    """GELU(h @ weight^T + bias) -> [tokens, out_features] in h's dtype, GELU in the GEMM's epilogue.
+
+    h [tokens, in_features] and weight [out_features, in_features] contiguous; bias [out_features].
+    gelu: "erf" (ESM's exact form), "tanh" (the approximation cuBLASLt's epilogue computes) or None (bias only).
+    Why: cuBLASLt offers the tanh form only, and its GELU epilogue ran about 12 % slower than its bias-only FC1 on
+    an H200; this is Triton's TMA GEMM (wgmma on Hopper), persistent over the output tiles, with the bias and
+    GELU applied in float32 before the one bf16 store. launch: FC1_LAUNCH unless given; `overrides` change it.
+    """
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    assert h.is_contiguous() and weight.is_contiguous() and h.dim() == 2
+    cfg = {**(FC1_LAUNCH if launch is None else launch), **(FLOAT32_LAUNCH if h.dtype == torch.float32 else {}),
+           **overrides}
+    n_rows, n_inner = h.shape
+    n_cols = weight.shape[0]
+    out = torch.empty(n_rows, n_cols, device=h.device, dtype=h.dtype)
+    bm, bn, bk = cfg["block_m"], cfg["block_n"], cfg["block_k"]
+    store_n = bn // 2 if cfg["split_epilogue"] else bn
+    a_desc = TensorDescriptor.from_tensor(h, [bm, bk])
+    w_desc = TensorDescriptor.from_tensor(weight, [bn, bk])
+    c_desc = TensorDescriptor.from_tensor(out, [bm, store_n])
+    tiles = triton.cdiv(n_rows, bm) * triton.cdiv(n_cols, bn)
+    n_programs = min(tiles, _sm_count(h.device)) if cfg["persistent"] else tiles
+    _linear_kernel[(n_programs,)](
+        a_desc, w_desc, c_desc, bias, n_rows, n_cols, n_programs, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        K_TILES=triton.cdiv(n_inner, bk), TILES_N=triton.cdiv(n_cols, bn), GROUP_M=cfg["group_m"],
+        GELU=gelu is not None, ERF=gelu == "erf", SPLIT_EPILOGUE=cfg["split_epilogue"],
+        INPUT_PRECISION="ieee" if h.dtype == torch.float32 or h.device.type != "cuda" else "native",
+        STATIC_TRIPS=0 if h.device.type == "cuda" else triton.cdiv(tiles, n_programs),
+        num_stages=cfg["num_stages"], num_warps=cfg["num_warps"])
+    return out
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4                                    # the interpreter: a few programs, each looping over tiles
+    return torch.cuda.get_device_properties(device).multi_processor_count

@@ -69,6 +69,7 @@ VARIANTS = {
     "6_fused_kernels_triton_fc1_erf_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_triton_fc1_tanh_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_triton_qkv_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_cublaslt_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_triton_fc1_erf_qkv_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
     "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
@@ -100,20 +101,29 @@ if SMOKE:
 
 class FixedShareEmbedder(EsmEmbedder):
     """The worker's embedder with another uniform-batch threshold (to measure varlen-only batches) and,
-    optionally, the exact-length attention (SDPA) on one backend only (None: PyTorch's choice, cuDNN here)."""
+    optionally, the exact-length attention (SDPA) on one backend only (None: PyTorch's choice, cuDNN here) and
+    the GEMMs on another BLAS library (torch.backends.cuda.preferred_blas_library: "cublaslt" also for the
+    GEMMs without a bias epilogue, which PyTorch otherwise sends to cuBLAS)."""
 
-    def __init__(self, *args, min_uniform_share=0.25, sdpa_backend: str | None = None, **kwargs):
+    def __init__(self, *args, min_uniform_share=0.25, sdpa_backend: str | None = None,
+                 blas_library: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.min_uniform_share = min_uniform_share
         self.sdpa_backend = sdpa_backend
+        self.blas_library = blas_library
 
     def forward(self, *batch):
-        if self.sdpa_backend is None:
-            return super().forward(*batch)
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        with sdpa_kernel([getattr(SDPBackend, self.sdpa_backend)]):
-            return super().forward(*batch)
+        previous = torch.backends.cuda.preferred_blas_library()
+        if self.blas_library:
+            torch.backends.cuda.preferred_blas_library(self.blas_library)
+        try:
+            with (sdpa_kernel([getattr(SDPBackend, self.sdpa_backend)]) if self.sdpa_backend
+                  else contextlib.nullcontext()):
+                return super().forward(*batch)
+        finally:
+            torch.backends.cuda.preferred_blas_library(previous)
 
     def embed_async(self, tokens, fasta="-", ids=None):
         import virnucpro_extract.embed as embed_module
@@ -444,7 +454,8 @@ def main():
             if compiled and options:  # compiled here with the variant's inductor options
                 model.compile_layers(options=options)
             embedder = FixedShareEmbedder(model, encoder, DEVICE, budget, compile_model=compiled and not options,
-                                          min_uniform_share=share, sdpa_backend=backend)
+                                          min_uniform_share=share, sdpa_backend=backend,
+                                          blas_library="cublaslt" if name.endswith("_cublaslt_131072") else None)
         t0 = time.perf_counter()
         embedder.embed(tokens[:3000 if not SMOKE else 40])  # warm-up: compile included
         torch.cuda.synchronize()

@@ -13,7 +13,9 @@ Two sets of 20,000 proteins: 99-100 residues (300-bp reads) and 40-166 (500-bp r
 Linear biases are drawn from N(0, 0.02) (transformers initialises them to zero, which would hide a lost bias).
 A sweep of the two kernels' launch settings (GB/s and share of the card's memory bandwidth) comes first; the
 variants then run with the fastest.
-Each row: tokens/s, proteins/s, peak GPU memory, warm-up seconds (compile included, in this process), and the
+Each row: tokens/s, proteins/s, peak GPU memory, warm-up seconds (compile included, in this process), the card's
+energy for the run (tokens per joule, mean watts, whether the clocks were held at the power cap at its end: an H200
+runs this forward at its 700 W limit, so energy per token is what sets the steady state), and the
 minimum cosine / maximum absolute difference to an fp32 EsmModel computation of 512 sampled proteins. Ratios
 (`x_vs_3`, `x_vs_4`) are against the references measured here. A kernel profile of the chosen variant follows.
 
@@ -55,7 +57,7 @@ from bench_common import (  # noqa: E402
     seconds_per_call,
 )
 from virnucpro_extract.embed import EsmEmbedder, ProteinEncoder, plan_packed_batches  # noqa: E402
-from virnucpro_extract.esm_forward import EsmInferenceEncoder, erf_gelu  # noqa: E402
+from virnucpro_extract.esm_forward import EsmInferenceEncoder  # noqa: E402
 from virnucpro_extract.models import load_tokenizer  # noqa: E402
 
 # name -> (forward, token budget, compiled, gelu epilogue, min_uniform_share, inductor options)
@@ -66,11 +68,7 @@ VARIANTS = {
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_gather_pooling_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": ("fused", 131072, False, True, 0.25, None),
-    "6_fused_kernels_triton_fc1_erf_131072": ("fused", 131072, False, True, 0.25, None),
-    "6_fused_kernels_triton_fc1_tanh_131072": ("fused", 131072, False, True, 0.25, None),
-    "6_fused_kernels_triton_qkv_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_cublaslt_131072": ("fused", 131072, False, True, 0.25, None),
-    "6_fused_kernels_triton_fc1_erf_qkv_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
     "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
     "6_fused_kernels_tanh_epilogue_sdpa_flash_131072": ("fused_flash", 131072, False, True, 0.25, None),
@@ -90,10 +88,6 @@ LAYER_SETTINGS = {
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": {"fc1_slice_tokens": 65536},
     "6_fused_kernels_tanh_epilogue_gather_pooling_131072": {"fused_pooling": False},
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": {"fc1_slice_tokens": 16384},
-    "6_fused_kernels_triton_fc1_erf_131072": {"fc1_triton_gelu": "erf"},
-    "6_fused_kernels_triton_fc1_tanh_131072": {"fc1_triton_gelu": "tanh"},
-    "6_fused_kernels_triton_qkv_131072": {"qkv_triton": True},
-    "6_fused_kernels_triton_fc1_erf_qkv_131072": {"fc1_triton_gelu": "erf", "qkv_triton": True},
 }
 if SMOKE:
     VARIANTS = {k: (f, 4096, False, e, s, o) for k, (f, _, _, e, s, o) in VARIANTS.items()}
@@ -250,87 +244,27 @@ def attention_probe(tokens: int = 131072, heads: int = 20, head_dim: int = 64) -
     return out
 
 
-def gemm_sweep(dtype, tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> dict:
-    """TFLOP/s of the Triton GEMM (esm_kernels.triton_linear) per launch setting, for FC1 (bias and erf-GELU in
-    its epilogue) against cuBLAS as the worker runs it (tanh-GELU epilogue on 32,768-token slices) and cuBLAS with
-    the bias only, and for the QKV GEMM (bias only) against cuBLAS; then FC1's fastest setting with the tanh form
-    and with the bias only. The fastest settings become this process's defaults (to be fixed in
-    esm_kernels.FC1_LAUNCH / QKV_LAUNCH); FC1's error against fp32 erf-GELU on a slice is reported."""
-    from virnucpro_extract import esm_kernels
-
-    h = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
-    w1 = (torch.randn(inner, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
-    b1 = (torch.randn(inner, device=DEVICE) * 0.02).to(dtype)
-    w_qkv = (torch.randn(3 * hidden, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
-    b_qkv = (torch.randn(3 * hidden, device=DEVICE) * 0.02).to(dtype)
-    slices = [slice(s, s + 32768) for s in range(0, tokens, 32768)]
-    out = {}
-
-    def measure(name, call, width):
-        try:
-            seconds = seconds_per_call(call, 20)
-            out[name] = {"ms": round(seconds * 1e3, 3), "tflops": round(2 * tokens * hidden * width / seconds / 1e12, 1)}
-        except Exception as exc:  # a launch setting the card refuses is a finding, not a failure
-            out[name] = {"error": repr(exc)[:300]}
-        print(f"gemm sweep {name}: {out[name]}", flush=True)
-        return out[name].get("ms", float("inf"))
-
-    measure("fc1_cublas_tanh_epilogue_32768",
-            lambda: [torch._addmm_activation(b1, h[r], w1.t(), use_gelu=True) for r in slices], inner)
-    measure("fc1_cublas_bias_only_32768", lambda: [F.linear(h[r], w1, b1) for r in slices], inner)
-    measure("fc1_cublas_bias_only_131072", lambda: F.linear(h, w1, b1), inner)
-    measure("qkv_cublas_131072", lambda: F.linear(h, w_qkv, b_qkv), 3 * hidden)
-    base = {"group_m": 8, "persistent": True, "split_epilogue": True}
-    configs = [{**base, "block_m": m, "block_n": n, "block_k": k, "num_stages": st, "num_warps": wp}
-               for m, n, k, st, wp in [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 4),
-                                       (128, 128, 64, 4, 8), (128, 128, 128, 3, 8), (256, 128, 64, 3, 8),
-                                       (64, 256, 64, 4, 4), (128, 256, 128, 2, 8)]]
-    configs += [{**configs[0], "persistent": False}, {**configs[0], "split_epilogue": False},
-                {**configs[0], "group_m": 16}, {**configs[2], "persistent": False}]
-    for gemm, (w, b, gelu, width, launch) in {"fc1": (w1, b1, "erf", inner, esm_kernels.FC1_LAUNCH),
-                                              "qkv": (w_qkv, b_qkv, None, 3 * hidden, esm_kernels.QKV_LAUNCH)}.items():
-        timings = []
-        for cfg in configs:
-            name = f"{gemm}_triton_{gelu or 'bias'}_" + "_".join(f"{k}{int(v)}" for k, v in cfg.items())
-            timings.append((measure(name, lambda: esm_kernels.triton_linear(h, w, b, gelu=gelu, launch=cfg), width), cfg))
-        best_ms, best = min(timings, key=lambda t: t[0])
-        if best_ms < float("inf"):
-            launch.update(best)
-            out[f"{gemm}_best"] = {**best, "ms": round(best_ms, 3)}
-            print(f"gemm sweep {gemm}: best {out[f'{gemm}_best']}", flush=True)
-    if "fc1_best" in out:
-        measure("fc1_triton_tanh_best", lambda: esm_kernels.triton_linear(h, w1, b1, gelu="tanh"), inner)
-        measure("fc1_triton_bias_only_best", lambda: esm_kernels.triton_linear(h, w1, b1, gelu=None), inner)
-        reference = erf_gelu(h[:4096].float() @ w1.float().t() + b1.float())
-        for form in ("erf", "tanh"):
-            got = esm_kernels.triton_linear(h[:4096].contiguous(), w1, b1, gelu=form).float()
-            out[f"fc1_max_abs_vs_fp32_erf_triton_{form}"] = float((got - reference).abs().max())
-        cublas = torch._addmm_activation(b1, h[:4096], w1.t(), use_gelu=True).float()
-        out["fc1_max_abs_vs_fp32_erf_cublas_tanh"] = float((cublas - reference).abs().max())
-    return out
-
-
 def gemm_energy_probe(dtype, tokens: int = 131072, hidden: int = 1280, inner: int = 5120) -> dict:
-    """ms and mJ per call at the card's power limit (joules_per_call) of the cuBLAS GEMMs the worker runs
-    against the Triton GEMM with the launch settings gemm_sweep chose: whether a kernel faster at boost clock
-    also uses less energy, which is what the power-capped forward needs."""
-    from virnucpro_extract import esm_kernels
-
+    """ms and mJ per call of each GEMM of a layer as the worker runs it, at the card's power limit
+    (joules_per_call): on an H200 the forward runs capped at 700 W, where a kernel's energy, not its time at boost
+    clock, sets its share. (Session 8's Triton GEMMs, 1.14x cuBLAS at boost clock on QKV, used 1.7 % more energy
+    per call there, and the forward lost: benchmarks/results/forward_h200_energy.json.)"""
     h = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
     w1 = (torch.randn(inner, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
     b1 = (torch.randn(inner, device=DEVICE) * 0.02).to(dtype)
+    w2 = (torch.randn(hidden, inner, device=DEVICE) / inner ** 0.5).to(dtype)
     w_qkv = (torch.randn(3 * hidden, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
     b_qkv = (torch.randn(3 * hidden, device=DEVICE) * 0.02).to(dtype)
+    w_out = (torch.randn(hidden, hidden, device=DEVICE) / hidden ** 0.5).to(dtype)
+    f = torch.randn(tokens, inner, device=DEVICE, dtype=dtype)
+    x = torch.randn(tokens, hidden, device=DEVICE, dtype=dtype)
     slices = [slice(s, s + 32768) for s in range(0, tokens, 32768)]
     calls = {
-        "qkv_cublas": lambda: F.linear(h, w_qkv, b_qkv),
-        "qkv_triton": lambda: esm_kernels.triton_linear(h, w_qkv, b_qkv, gelu=None, launch=esm_kernels.QKV_LAUNCH),
-        "fc1_cublas_tanh_epilogue_32768": lambda: [torch._addmm_activation(b1, h[r], w1.t(), use_gelu=True)
-                                                   for r in slices],
-        "fc1_cublas_bias_only_32768": lambda: [F.linear(h[r], w1, b1) for r in slices],
-        "fc1_triton_tanh": lambda: esm_kernels.triton_linear(h, w1, b1, gelu="tanh"),
-        "fc1_triton_erf": lambda: esm_kernels.triton_linear(h, w1, b1, gelu="erf"),
-        "fc1_triton_bias_only": lambda: esm_kernels.triton_linear(h, w1, b1, gelu=None),
+        "qkv": lambda: F.linear(h, w_qkv, b_qkv),
+        "out_projection_accumulate": lambda: x.addmm_(h, w_out.t()),
+        "fc1_tanh_epilogue_32768": lambda: [torch._addmm_activation(b1, h[r], w1.t(), use_gelu=True) for r in slices],
+        "fc1_bias_only_32768": lambda: [F.linear(h[r], w1, b1) for r in slices],
+        "fc2_accumulate": lambda: x.addmm_(f, w2.t()),
     }
     out = {}
     for name, call in calls.items():
@@ -391,7 +325,7 @@ def main():
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sets", default=",".join(LENGTH_SETS))
     parser.add_argument("--skip_probes", action="store_true", help="no kernel sweep, no GEMM/attention probes")
-    parser.add_argument("--probes", default="kernels,gemms,gemm,ffn,attention", help="which probes run (comma list)")
+    parser.add_argument("--probes", default="kernels,energy,gemm,ffn,attention", help="which probes run (comma list)")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant, interleaved")
     parser.add_argument("--profile", default="6_fused_kernels_tanh_epilogue_131072")
     parser.add_argument("--probes_only", action="store_true", help="only the kernel sweep and the GEMM/attention probes")
@@ -428,11 +362,11 @@ def main():
     if not SMOKE and not args.skip_probes:
         probes = args.probes.split(",")
         for key, probe in {"kernels": lambda: kernel_sweep(dtype, args.bandwidth_gbs),
-                           "gemms": lambda: gemm_sweep(dtype), "energy": lambda: gemm_energy_probe(dtype),
+                           "energy": lambda: gemm_energy_probe(dtype),
                            "gemm": gemm_probe, "ffn": ffn_probe,
                            "attention": attention_probe}.items():
             if key in probes:
-                doc[{"kernels": "kernel_sweep", "gemms": "gemm_sweep", "energy": "gemm_energy"}.get(key, f"{key}_probe")] = probe()
+                doc[{"kernels": "kernel_sweep", "energy": "gemm_energy"}.get(key, f"{key}_probe")] = probe()
         if args.probes_only:
             Path(args.out).write_text(json.dumps(doc, indent=1))
             return

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from test_esm_forward import CLS, EOS, LAYOUTS, random_rows, reference_means, small_esm
 
-from virnucpro_extract.esm_forward import EsmInferenceEncoder, erf_gelu, pack_proteins, rotate
+from virnucpro_extract.esm_forward import EsmInferenceEncoder, pack_proteins, rotate
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Triton's interpreter rounds float32 -> bfloat16 toward zero (the GPU rounds to nearest): one bf16 ulp apart.
@@ -78,27 +78,6 @@ def test_rotary_in_place_equals_the_reference_rotation_and_leaves_v_alone(dtype)
     assert torch.equal(view[:, 2], expected_v)
 
 
-@pytest.mark.parametrize("gelu", ["erf", "tanh", None])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("persistent, split_epilogue", [(True, True), (False, False)])
-def test_triton_linear_is_the_gemm_with_its_bias_and_gelu(gelu, dtype, persistent, split_epilogue):
-    """Ragged in every dimension (rows, output and inner columns not multiples of the blocks): TMA's bounds."""
-    from virnucpro_extract.esm_kernels import triton_linear
-
-    torch.manual_seed(3)
-    rows, inner, cols = 37, 40, 72
-    h = torch.randn(rows, inner).to(DEVICE, dtype)
-    weight = (torch.randn(cols, inner) / inner ** 0.5).to(DEVICE, dtype)
-    bias = torch.randn(cols).to(DEVICE, dtype)
-    linear = h.float() @ weight.float().t() + bias.float()
-    expected = {"erf": erf_gelu(linear), "tanh": F.gelu(linear, approximate="tanh"), None: linear}[gelu]
-    got = triton_linear(h, weight, bias, gelu=gelu, block_m=16, block_n=32, block_k=16, group_m=2,
-                   persistent=persistent, split_epilogue=split_epilogue, num_stages=2, num_warps=4)
-    assert got.dtype == dtype and got.shape == (rows, cols)
-    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
-    assert within_rounding(got, expected, atol=tolerance), (got.float() - expected).abs().max()
-
-
 @pytest.mark.parametrize("layout, gelu_epilogue, fused_pooling",
                          [(layout, False, True) for layout in LAYOUTS]
                          + [("mixed lengths (packed)", True, True), ("mixed lengths (packed)", False, False),
@@ -132,22 +111,6 @@ def test_fused_forward_with_fc1_in_token_slices_equals_esm_model_in_fp32():
     expected = reference_means(model, rows)
     tolerance = 1e-4 if DEVICE == "cuda" else 2e-5   # the epilogue's tanh GELU on CUDA, erf on the CPU
     assert torch.allclose(got, expected, atol=tolerance, rtol=0), (got - expected).abs().max()
-
-
-@pytest.mark.parametrize("gelu", ["erf", "tanh"])
-def test_fused_forward_with_the_triton_gemms_equals_esm_model_in_fp32(gelu):
-    """FC1 (GELU in its epilogue) and QKV through the Triton GEMM, one compile for any number of tokens."""
-    model = small_esm()
-    with torch.inference_mode():
-        fused = EsmInferenceEncoder(model, fused_kernels=True).to(DEVICE).eval()
-        for layer in fused.layers:
-            layer.fc1_triton_gelu, layer.qkv_triton = gelu, True
-        for layout in ("mixed lengths (packed)", "one length (uniform, no mask)"):
-            rows = random_rows(LAYOUTS[layout], with_mask_token=True)
-            got = fused.pooled_residue_means(pack_proteins(rows, CLS, EOS, DEVICE)).cpu()
-            expected = reference_means(model, rows)
-            tolerance = 2e-5 if gelu == "erf" else 1e-4      # ESM's GELU is the erf form
-            assert torch.allclose(got, expected, atol=tolerance, rtol=0), (layout, (got - expected).abs().max())
 
 
 def test_fused_forward_in_bf16_is_within_the_cosine_bound():

@@ -125,8 +125,6 @@ class EsmLayerWeights(nn.Module):
         attention = layer.attention.self
         self.num_heads, self.eps, self.gelu_epilogue = num_heads, eps, gelu_epilogue
         self.fc1_slice_tokens: int | None = None    # see feed_forward_
-        self.fc1_triton_gelu: str | None = None     # "erf" / "tanh": FC1 through esm_kernels.triton_linear
-        self.qkv_triton = False                     # the QKV GEMM through esm_kernels.triton_linear
         take = lambda t: nn.Parameter(t.detach(), requires_grad=False)  # noqa: E731
         self.ln1_weight, self.ln1_bias = take(layer.attention.LayerNorm.weight), take(layer.attention.LayerNorm.bias)
         self.qkv_weight = take(torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
@@ -169,15 +167,12 @@ class EsmLayerWeights(nn.Module):
         are the running sums of the biases x lacks before each LayerNorm (`EsmInferenceEncoder.residual_offsets`),
         which the LayerNorm kernel adds. cos_half/sin_half [tokens, head_dim / 2] float32.
         """
-        from .esm_kernels import QKV_LAUNCH, offset_layernorm, rotary_, triton_linear
+        from .esm_kernels import offset_layernorm, rotary_
 
         tokens, hidden = x.shape
         head_dim = hidden // self.num_heads
         h = offset_layernorm(x, offsets[0], self.ln1_weight, self.ln1_bias, self.eps)
-        if self.qkv_triton:
-            qkv = triton_linear(h, self.qkv_weight, self.qkv_bias, gelu=None, launch=QKV_LAUNCH)
-        else:
-            qkv = F.linear(h, self.qkv_weight, self.qkv_bias)                  # [tokens, 3 hidden]
+        qkv = F.linear(h, self.qkv_weight, self.qkv_bias)                      # [tokens, 3 hidden]
         rotary_(qkv, cos_half, sin_half, self.num_heads)
         qkv = qkv.view(tokens, 3, self.num_heads, head_dim)
         attended = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, max_len, batch, uniform)
@@ -192,11 +187,7 @@ class EsmLayerWeights(nn.Module):
         its rows of one [tokens, intermediate] output (rows are independent: the same result), and FC2 on the
         whole batch: cuBLASLt picks another kernel for the epilogue GEMM at another size.
         """
-        if self.fc1_triton_gelu:
-            from .esm_kernels import triton_linear
-
-            f = triton_linear(h, self.fc1_weight, self.fc1_bias, gelu=self.fc1_triton_gelu)
-        elif self.gelu_epilogue:
+        if self.gelu_epilogue:
             slice_tokens = self.fc1_slice_tokens or x.shape[0]
             f = h.new_empty(x.shape[0], self.fc1_weight.shape[0])
             for start in range(0, x.shape[0], slice_tokens):

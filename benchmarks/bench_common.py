@@ -1,4 +1,5 @@
 """What the benchmark scripts share: the device, the CPU smoke mode, and one way to time a run."""
+import functools
 import os
 import time
 from pathlib import Path
@@ -57,15 +58,16 @@ class _Nvml:
             return None
         return value.value
 
+    def power_capped(self) -> bool | None:
+        """Whether the power limit holds the clocks down now, or None without NVML."""
+        reasons = self.clock_reasons()
+        return None if reasons is None else bool(reasons & self.POWER_CAP_REASONS)
 
-_NVML = None
 
-
+@functools.cache
 def nvml() -> _Nvml:
-    global _NVML
-    if _NVML is None:
-        _NVML = _Nvml()
-    return _NVML
+    """One NVML session per process."""
+    return _Nvml()
 
 
 def energy_timed(fn):
@@ -73,9 +75,9 @@ def energy_timed(fn):
     meter = nvml()
     before = meter.energy_j()
     result, seconds, peak = timed(fn)
-    after, reasons = meter.energy_j(), meter.clock_reasons()
+    after = meter.energy_j()
     joules = after - before if before is not None and after is not None else None
-    return result, seconds, peak, joules, None if reasons is None else bool(reasons & meter.POWER_CAP_REASONS)
+    return result, seconds, peak, joules, meter.power_capped()
 
 
 def joules_per_call(call, seconds: float = 3.0, preheat_s: float = 2.0) -> dict:
@@ -100,8 +102,7 @@ def joules_per_call(call, seconds: float = 3.0, preheat_s: float = 2.0) -> dict:
     row = {"ms": round(elapsed / calls * 1e3, 3), "calls": calls}
     if before is not None and after is not None:
         row.update(mj=round((after - before) / calls * 1e3, 2), watts=round((after - before) / elapsed, 1))
-    reasons = meter.clock_reasons()
-    row["power_capped"] = None if reasons is None else bool(reasons & meter.POWER_CAP_REASONS)
+    row["power_capped"] = meter.power_capped()
     return row
 
 

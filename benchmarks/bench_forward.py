@@ -68,7 +68,7 @@ VARIANTS = {
     "6_fused_kernels_tanh_epilogue_fc1_in_65536_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_gather_pooling_131072": ("fused", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_fc1_in_16384_131072": ("fused", 131072, False, True, 0.25, None),
-    "6_fused_kernels_tanh_epilogue_cublaslt_131072": ("fused", 131072, False, True, 0.25, None),
+    "6_fused_kernels_tanh_epilogue_cublaslt_131072": ("fused_cublaslt", 131072, False, True, 0.25, None),
     "6_fused_kernels_tanh_epilogue_262144": ("fused", 262144, False, True, 0.25, None),
     "7_fused_kernels_fp8_ffn_131072": ("fused_fp8", 131072, False, False, 0.25, None),
     "6_fused_kernels_tanh_epilogue_sdpa_flash_131072": ("fused_flash", 131072, False, True, 0.25, None),
@@ -360,13 +360,13 @@ def main():
         return EsmInferenceEncoder(fp32, gelu_epilogue=gelu_epilogue, fused_kernels=fused).to(DEVICE, dtype).eval()
 
     if not SMOKE and not args.skip_probes:
-        probes = args.probes.split(",")
-        for key, probe in {"kernels": lambda: kernel_sweep(dtype, args.bandwidth_gbs),
-                           "energy": lambda: gemm_energy_probe(dtype),
-                           "gemm": gemm_probe, "ffn": ffn_probe,
-                           "attention": attention_probe}.items():
-            if key in probes:
-                doc[{"kernels": "kernel_sweep", "energy": "gemm_energy"}.get(key, f"{key}_probe")] = probe()
+        probes = {"kernels": ("kernel_sweep", lambda: kernel_sweep(dtype, args.bandwidth_gbs)),
+                  "energy": ("gemm_energy", lambda: gemm_energy_probe(dtype)), "gemm": ("gemm_probe", gemm_probe),
+                  "ffn": ("ffn_probe", ffn_probe), "attention": ("attention_probe", attention_probe)}
+        chosen = args.probes.split(",")
+        for key, (doc_key, probe) in probes.items():
+            if key in chosen:
+                doc[doc_key] = probe()
         if args.probes_only:
             Path(args.out).write_text(json.dumps(doc, indent=1))
             return
@@ -389,7 +389,7 @@ def main():
                 model.compile_layers(options=options)
             embedder = FixedShareEmbedder(model, encoder, DEVICE, budget, compile_model=compiled and not options,
                                           min_uniform_share=share, sdpa_backend=backend,
-                                          blas_library="cublaslt" if name.endswith("_cublaslt_131072") else None)
+                                          blas_library="cublaslt" if forward == "fused_cublaslt" else None)
         t0 = time.perf_counter()
         embedder.embed(tokens[:3000 if not SMOKE else 40])  # warm-up: compile included
         torch.cuda.synchronize()

@@ -187,17 +187,22 @@ def test_identify_writes_what_virnucpro_writes(tmp_path, refseq, read_length):
             assert stats["reads_other_letters"] >= 1 and stats["reads_ambiguous"] >= 2
 
 
-def test_cds_lookup_answers_the_plain_rule_whatever_the_guesses():
-    """The lookup tries a guessed position (from the previous frame of the same strand phase) before scanning;
-    wrong, out-of-range and absent guesses must not change an answer: each is VirNucPro's
+@pytest.mark.parametrize("table_bits", [22, 10])
+def test_cds_lookup_answers_the_plain_rule_whatever_the_table_says(monkeypatch, table_bits):
+    """The lookup answers from a hash table of the translations' K-mers that keeps one position per slot, and
+    compares there; small alphabets (K-mers found in many places) and a 1,024-slot table (K-mers sharing
+    slots) must not change an answer: each is VirNucPro's
     `any(frame in translation for translation in the record's CDS)`."""
+    import numpy as np
+
     from virnucpro_extract.genomes import CdsIndex
 
+    monkeypatch.setattr(CdsIndex, "_MAX_BITS", table_bits)
     rng = random.Random(5)
     for _ in range(200):
         translations = ["".join(rng.choices("ACDEFGHIKL"[: rng.randint(2, 10)], k=rng.randint(0, 300)))
                         for _ in range(rng.randint(1, 8))]
-        queries, chains = [], []
+        queries = []
         for _ in range(rng.randint(1, 60)):
             source = rng.choice(translations)
             if source and rng.random() < 0.6:
@@ -205,10 +210,18 @@ def test_cds_lookup_answers_the_plain_rule_whatever_the_guesses():
                 queries.append(source[start: rng.randint(start + 1, len(source))])
             else:
                 queries.append("".join(rng.choices("ACDEF", k=rng.randint(1, 40))))
-            chains.append(None if rng.random() < 0.2 else (rng.randint(0, 2), rng.randint(-50, 400)))
+        # the frames as identify_record hands them over: every third letter of one amino acid line, from a start
+        line, firsts = "", []
+        for query in queries:
+            line += "".join(rng.choices("ACDEFMW", k=rng.randint(0, 4)))
+            firsts.append(len(line))
+            line += "".join(letter + "".join(rng.choices("ACDEFMW*", k=2)) for letter in query)
+        amino = np.frombuffer(line.encode() + b"WW", dtype=np.uint8)
+        counts = np.array([len(q) for q in queries])
         expected = [any(q in t for t in translations) for q in queries]
-        assert CdsIndex(translations).contains_all(queries, chains) == expected
-        assert CdsIndex(translations).contains_all(queries) == expected
+        index = CdsIndex(translations)
+        assert index.contains_frames(amino, np.array(firsts), counts, queries.__getitem__).tolist() == expected
+        assert index.contains_all(queries) == expected
 
 
 def test_the_edge_cases_are_in_the_test_data(refseq):

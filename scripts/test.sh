@@ -16,4 +16,10 @@ tier=()
 case "${1:-}" in
     unit|pipeline|slurm|browser|container) tier=(-m "$1"); shift ;;
 esac
-exec python -m pytest tests "${tier[@]}" --durations=15 "$@"
+# A test file per worker, over every core (TEST_WORKERS=1 runs them in this process): most of a pipeline test is
+# waiting on a JVM or a task, so two workers on CI's two cores halve the wall time; the shared models, data and
+# pipeline run are still made once (tests/conftest.py `built_once`).
+workers="${TEST_WORKERS:-$(nproc)}"
+parallel=()
+[ "$workers" -gt 1 ] && parallel=(-n "$workers" --dist loadfile)
+exec python -m pytest tests "${tier[@]}" "${parallel[@]}" --durations=15 "$@"

@@ -1,10 +1,12 @@
 """Shared fixtures: one tiny model, one demo data folder, one CLI-built and one Nextflow-built set of outputs.
 
-Everything expensive is session-scoped and built once in a tmp_path_factory folder. Tests that need a
-broken variant copy what they need into their own tmp_path; the shared inputs are never modified.
+Everything expensive is session-scoped and built once in a tmp_path_factory folder, once for the whole run even
+when pytest-xdist spreads the tests over workers (`built_once`). Tests that need a broken variant copy what they
+need into their own tmp_path; the shared inputs are never modified.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -181,26 +183,47 @@ class ReferenceEmbedder:
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("session")
+    """One folder for the run's shared inputs and outputs: under pytest-xdist, every worker's is the same."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent   # the run's basetemp; each worker's own is a folder in it
+    folder = root / "session"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def built_once(session_dir: Path, name: str, build):
+    """`build()`'s JSON-able result, computed by the first worker that asks and read back by the others: the
+    workers of one run wait on a lock in session_dir, so a shared model or pipeline run is made once."""
+    from filelock import FileLock
+
+    done = session_dir / f"{name}.built.json"
+    with FileLock(str(session_dir / f"{name}.lock")):
+        if not done.exists():
+            done.write_text(json.dumps(build()))
+        return json.loads(done.read_text())
 
 
 @pytest.fixture(scope="session")
 def tiny_model(session_dir) -> Path:
     """Random-weight EsmModel, hidden 1280, ESM-2 vocabulary, tokenizer files (seed 0)."""
-    return make_test_model(session_dir / "tiny_esm", layers=1, seed=0)
+    return Path(built_once(session_dir, "tiny_esm",
+                           lambda: str(make_test_model(session_dir / "tiny_esm", layers=1, seed=0))))
 
 
 @pytest.fixture(scope="session")
 def demo_data(session_dir) -> Path:
     """A VirNucPro data/ folder: 2 viral + 2 host chunks of 20 proteins; DNABERT-S ids shuffled."""
-    return make_demo_data(session_dir / "data", viral_chunks=2, host_chunks=2, proteins_per_chunk=20, seed=1)
+    return Path(built_once(session_dir, "data", lambda: str(
+        make_demo_data(session_dir / "data", viral_chunks=2, host_chunks=2, proteins_per_chunk=20, seed=1))))
 
 
 @pytest.fixture(scope="session")
 def fasta_only_data(session_dir) -> Path:
     """The demo_data fixture's proteins (same seed and sizes) with nucleotide FASTA and no DNABERT-S files."""
-    return make_demo_data(session_dir / "fasta_only_data", viral_chunks=2, host_chunks=2, proteins_per_chunk=20,
-                          seed=1, nucleotides=True, dnabert=False)
+    return Path(built_once(session_dir, "fasta_only_data", lambda: str(
+        make_demo_data(session_dir / "fasta_only_data", viral_chunks=2, host_chunks=2, proteins_per_chunk=20,
+                       seed=1, nucleotides=True, dnabert=False))))
 
 
 @pytest.fixture(scope="session")
@@ -211,7 +234,8 @@ def reference(tiny_model) -> ReferenceEmbedder:
 @pytest.fixture(scope="session")
 def tiny_dna_model(session_dir) -> Path:
     """Random-weight transformers BertModel, hidden 768, two layers, WordPiece DNA tokenizer (seed 0)."""
-    return make_test_dna_model(session_dir / "tiny_dnabert", layers=2, seed=0)
+    return Path(built_once(session_dir, "tiny_dnabert",
+                           lambda: str(make_test_dna_model(session_dir / "tiny_dnabert", layers=2, seed=0))))
 
 
 class DnaReference:
@@ -249,22 +273,25 @@ def cli_outputs(session_dir, demo_data, tiny_model) -> Path:
 
     Returns the outdir; its preflight manifest is <outdir>/pipeline_info/chunks.csv.
     """
-    outdir = session_dir / "cli_results"
-    info = outdir / "pipeline_info"
-    result = cli("preflight", "--data_dir", demo_data, "--esm_model", tiny_model, "--outdir", info)
-    assert result.exit_code == 0, result.stderr
-    chunks = demo_chunks(demo_data)
-    result = cli("embed", *[f"{c['key']}={c['fasta']}" for c in chunks], "--outdir", outdir / "esm",
-                 "--esm_model", tiny_model, "--use_gpu", "false", "--precision", "fp32", "--toks_per_batch", 1024,
-                 "--stats", info / "embed.json")
-    assert result.exit_code == 0, result.stderr
-    for c in chunks:
-        result = cli("merge", "--dnabert", c["dnabert"], "--esm", outdir / "esm" / c["group"] / f"{c['id']}_ESM.pt",
-                     "--label", c["label"], "--output",
-                     outdir / "data_merge" / f"{c['group']}_merged" / f"{c['id']}_merged.pt",
-                     "--stats", info / f"{c['group']}__{c['id']}.merge.json")
+    def build():
+        outdir = session_dir / "cli_results"
+        info = outdir / "pipeline_info"
+        result = cli("preflight", "--data_dir", demo_data, "--esm_model", tiny_model, "--outdir", info)
         assert result.exit_code == 0, result.stderr
-    return outdir
+        chunks = demo_chunks(demo_data)
+        result = cli("embed", *[f"{c['key']}={c['fasta']}" for c in chunks], "--outdir", outdir / "esm",
+                     "--esm_model", tiny_model, "--use_gpu", "false", "--precision", "fp32", "--toks_per_batch", 1024,
+                     "--stats", info / "embed.json")
+        assert result.exit_code == 0, result.stderr
+        for c in chunks:
+            result = cli("merge", "--dnabert", c["dnabert"], "--esm", outdir / "esm" / c["group"] / f"{c['id']}_ESM.pt",
+                         "--label", c["label"], "--output",
+                         outdir / "data_merge" / f"{c['group']}_merged" / f"{c['id']}_merged.pt",
+                         "--stats", info / f"{c['group']}__{c['id']}.merge.json")
+            assert result.exit_code == 0, result.stderr
+        return str(outdir)
+
+    return Path(built_once(session_dir, "cli_results", build))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,14 +362,25 @@ def pipeline_run(session_dir, demo_data, tiny_model):
     outdir = launch / "results"
     # Default parameters: other tests (e.g. test_slurm.py) compare their runs with this one.
     args = ["-profile", "test", "--data_dir", demo_data, "--esm_model", tiny_model, "--outdir", outdir]
-    run = nextflow(*args, cwd=launch)
-    assert run.returncode == 0, nextflow_output(run)[-6000:]
+
+    def launch_once():
+        run = nextflow(*args, cwd=launch)
+        assert run.returncode == 0, nextflow_output(run)[-6000:]
+        return {"returncode": run.returncode, "stdout": run.stdout, "stderr": run.stderr}
+
+    run = built_once(session_dir, "nf_data_dir", launch_once)
+    run = subprocess.CompletedProcess(["nextflow"], run["returncode"], run["stdout"], run["stderr"])
     return {"launch": launch, "outdir": outdir, "run": run, "args": args, "max_length": 1022}
 
 
 @pytest.fixture(scope="session")
 def help_run(session_dir) -> subprocess.CompletedProcess:
     """`nextflow run main.nf --help`, launched once for the tests that read it (`.launch`: where it ran)."""
-    run = nextflow("--help", cwd=session_dir / "help")
+    def launch_once():
+        run = nextflow("--help", cwd=session_dir / "help")
+        return {"returncode": run.returncode, "stdout": run.stdout, "stderr": run.stderr}
+
+    run = built_once(session_dir, "help", launch_once)
+    run = subprocess.CompletedProcess(["nextflow", "--help"], run["returncode"], run["stdout"], run["stderr"])
     run.launch = session_dir / "help"
     return run

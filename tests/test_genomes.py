@@ -166,8 +166,12 @@ def test_read_windows_follow_virnucpro(refseq):
             assert read_windows(length, c) == rules.windows(length, c), (length, c)
 
 
-@pytest.mark.parametrize("read_length", [300, 500])
-def test_identify_writes_what_virnucpro_writes(tmp_path, refseq, read_length):
+@pytest.mark.parametrize("read_length, batch_bases", [(300, None), (500, None), (300, 1), (300, 5000)])
+def test_identify_writes_what_virnucpro_writes(tmp_path, monkeypatch, refseq, read_length, batch_bases):
+    """Records are identified in batches laid end to end: the default (the whole file, here), one record a batch,
+    and batches that end mid-file must all write VirNucPro's reads and frames."""
+    if batch_bases:
+        monkeypatch.setattr("virnucpro_extract.genomes.BATCH_BASES", batch_bases)
     for fasta in sorted(refseq.glob("*.genomic.fna.gz")):
         base = fasta.name.rsplit(".", 4)[0]
         result = cli("identify", "--fasta", fasta, "--genbank", refseq / f"{base}.genomic.gbff.gz", "--read_length",
@@ -187,41 +191,42 @@ def test_identify_writes_what_virnucpro_writes(tmp_path, refseq, read_length):
             assert stats["reads_other_letters"] >= 1 and stats["reads_ambiguous"] >= 2
 
 
-@pytest.mark.parametrize("table_bits", [22, 10])
-def test_cds_lookup_answers_the_plain_rule_whatever_the_table_says(monkeypatch, table_bits):
-    """The lookup answers from a hash table of the translations' K-mers that keeps one position per slot, and
-    compares there; small alphabets (K-mers found in many places) and a 1,024-slot table (K-mers sharing
-    slots) must not change an answer: each is VirNucPro's
-    `any(frame in translation for translation in the record's CDS)`."""
+def test_cds_lookup_answers_the_plain_rule_for_every_record_of_a_batch():
+    """The lookup finds a frame's first six residues among every record's translations at once, then compares;
+    small alphabets (six residues found in many places), frames that occur only in another record of the batch
+    and frames shorter than six must not change an answer: each is VirNucPro's
+    `any(frame in translation for translation in the frame's own record's CDS)`."""
     import numpy as np
 
     from virnucpro_extract.genomes import CdsIndex
 
-    monkeypatch.setattr(CdsIndex, "_MAX_BITS", table_bits)
     rng = random.Random(5)
-    for _ in range(200):
-        translations = ["".join(rng.choices("ACDEFGHIKL"[: rng.randint(2, 10)], k=rng.randint(0, 300)))
-                        for _ in range(rng.randint(1, 8))]
-        queries = []
+    for _ in range(300):
+        alphabet = "ACDEFGHIKL"[: rng.randint(2, 10)]
+        records = [[("".join(rng.choices(alphabet, k=rng.randint(0, 300)))) for _ in range(rng.randint(0, 6))]
+                   for _ in range(rng.randint(1, 4))]
+        owners, queries = [], []
         for _ in range(rng.randint(1, 60)):
-            source = rng.choice(translations)
-            if source and rng.random() < 0.6:
-                start = rng.randint(0, len(source) - 1)
+            owners.append(rng.randrange(len(records)))
+            source = rng.choice(rng.choice(records) or [""])   # often another record's translation
+            if source and rng.random() < 0.7:
+                start = rng.randrange(len(source))
                 queries.append(source[start: rng.randint(start + 1, len(source))])
             else:
-                queries.append("".join(rng.choices("ACDEF", k=rng.randint(1, 40))))
-        # the frames as identify_record hands them over: every third letter of one amino acid line, from a start
-        line, firsts = "", []
+                queries.append("".join(rng.choices(alphabet, k=rng.randint(1, 40))))
+        # the frames as identify_records hands them over: runs of one line of amino acids, junk between them
+        line, begins = "", []
         for query in queries:
-            line += "".join(rng.choices("ACDEFMW", k=rng.randint(0, 4)))
-            firsts.append(len(line))
-            line += "".join(letter + "".join(rng.choices("ACDEFMW*", k=2)) for letter in query)
-        amino = np.frombuffer(line.encode() + b"WW", dtype=np.uint8)
-        counts = np.array([len(q) for q in queries])
-        expected = [any(q in t for t in translations) for q in queries]
-        index = CdsIndex(translations)
-        assert index.contains_frames(amino, np.array(firsts), counts, queries.__getitem__).tolist() == expected
-        assert index.contains_all(queries) == expected
+            line += "".join(rng.choices("ACDEFMW*", k=rng.randint(0, 4)))
+            begins.append(len(line))
+            line += query
+        expected = [any(query in translation for translation in records[owner])
+                    for owner, query in zip(owners, queries)]
+        index = CdsIndex(records)
+        found = index.contains_frames(np.frombuffer(line.encode(), dtype=np.uint8), np.array(begins),
+                                      np.array([len(q) for q in queries]), np.array(owners), queries.__getitem__)
+        assert found.tolist() == expected
+        assert [index.contains_all(owner, [query])[0] for owner, query in zip(owners, queries)] == expected
 
 
 def test_the_edge_cases_are_in_the_test_data(refseq):

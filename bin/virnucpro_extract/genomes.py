@@ -11,10 +11,10 @@ make_train_dataset_300.py / _500.py write (rules in shared/virnucpro-reference.m
 
 What differs is the cost, not the output. VirNucPro reads whole files into memory, translates every read
 codon by codon and scans every CDS of the record for every frame (one Python call each). Here genome records
-are streamed one at a time; each record's codons are translated once, both strands, with `bytes.translate`, so a
-read's frames are every third letter of that line; the stop check is two binary searches among the record's
-stops and the ambiguity check a difference of prefix sums; and the CDS check of every frame of a record is one
-numpy pass through a hash table of the translations' K-mers (`CdsIndex`), not a scan.
+are streamed, a batch of them at a time laid end to end (`identify_records`); each batch's codons are translated
+once, both strands, with `bytes.translate`, and laid out phase by phase so that every frame is one run of that
+line; the stop check is two binary searches among the batch's stops and the ambiguity check a difference of
+prefix sums; and the CDS check of every frame of the batch is a few numpy passes (`CdsIndex`), not a scan.
 
 VirNucPro's translation skips a codon holding a letter outside its table (so the frame shifts), which only a read
 with a letter outside A C G T and the dropped ambiguity codes can meet (U, for one). Such reads take
@@ -110,111 +110,123 @@ def virnucpro_frames(read: str) -> list[tuple[str, str, str]]:
 
 
 class CdsIndex:
-    """Whether a frame is a substring of at least one of a record's CDS translations.
+    """Whether a frame of a genome record is a substring of at least one of that record's CDS translations, for
+    every record of a batch at once.
 
-    The translations are joined by '|' (a frame never holds one, so no match can span two). A frame is looked up
-    by its first K residues in a hash table of the text's K-mers that keeps one position per slot and how many
-    K-mers fell in it, then compared there letter by letter; frames are handled all at once in numpy, not one
-    Python call each. A frame whose first or last K-mer the table lacks is in no translation, nor is one that
-    fails the comparison in a slot that only its own K-mer's one occurrence filled; the rest (a K-mer found in
-    several places, or sharing its slot) are searched with `str.find`. So every answer is VirNucPro's
+    A record's translations are joined by '|' (a frame never holds one, so no match can span two), and the
+    records' texts by '|' too. A frame is looked up by its first K residues: the text positions whose K-mer is the
+    head of some frame are picked out with a small hash table of the frames' heads (one pass over the text, whose
+    table stays in cache), then sorted by (record, K-mer), so each frame finds every place its head occurs in its
+    own record's text with two binary searches, and is compared with the text at the first, eight letters at a
+    time. A frame whose head is nowhere in its record is in no translation, nor is one that fails at its head's
+    only place; a head found in several places sends the frame to `str.find` in its record's text. Frames are
+    handled all at once in numpy, not one Python call each, and every answer is VirNucPro's
     `any(frame in translation for translation in cds)`.
     """
 
-    K = 6   # residues a key: six bytes of a uint64
+    K = 6                      # residues a key: six bytes of a uint64
+    RECORD_BITS = 64 - 8 * K   # the record's number fills the key's top two bytes: 65,536 records a batch
 
-    def __init__(self, translations: list[str]):
-        self.any = bool(translations)
-        self.text = "|".join(translations)
+    def __init__(self, translations: list[list[str]]):
+        """translations[r]: the CDS /translation strings of record r of the batch."""
+        if len(translations) > 1 << self.RECORD_BITS:
+            raise ValueError(f"{len(translations)} records in one CdsIndex: at most {1 << self.RECORD_BITS}")
+        self.texts = ["|".join(record) for record in translations]
+        self.text = "|".join(self.texts)
+        lengths = np.array([len(text) for text in self.texts], dtype=np.int64)
+        self.text_starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
+        self.text_ends = self.text_starts + lengths
 
-    def contains_all(self, queries: list[str]) -> list[bool]:
-        """For each query string, whether it lies within one translation: the plain rule, for the few frames
-        translated VirNucPro's codon-skipping way (`identify_record` checks the rest with `contains_frames`)."""
-        return [self.any and query in self.text for query in queries]
-
-    @classmethod
-    def _text_keys(cls, letters: np.ndarray) -> np.ndarray:
-        """[len - K + 1] uint64: the K letters from each position, as the bytes of one little-endian integer
-        (read through an overlapping view: each key is one unaligned load, not K shifts)."""
-        count = max(0, len(letters) - cls.K + 1)
-        padded = np.concatenate([letters, np.zeros(8 - cls.K, dtype=np.uint8)])
-        words = np.ndarray((count,), dtype="<u8", buffer=padded, strides=(1,))
-        return words & np.uint64((1 << (8 * cls.K)) - 1)
+    def contains_all(self, record: int, queries: list[str]) -> list[bool]:
+        """For each query string, whether it lies within one of record `record`'s translations: the plain rule,
+        for the few frames translated VirNucPro's codon-skipping way (the rest go through `contains_frames`)."""
+        return [bool(self.texts[record]) and query in self.texts[record] for query in queries]
 
     @classmethod
-    def _row_keys(cls, rows: np.ndarray) -> np.ndarray:
-        """[rows] uint64: the key of each row of a [rows, K] uint8 array, as `_text_keys` packs them."""
-        packed = np.zeros((len(rows), 8), dtype=np.uint8)
-        packed[:, : cls.K] = rows
-        return packed.view("<u8").ravel()
+    def _keys_at(cls, words: np.ndarray, positions: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
+        """[positions] uint64: the K letters from each position as the low bytes of one little-endian integer,
+        and the record's number above them (one K-mer of two records is two keys). words: `_words` of the letters."""
+        keys = words[positions] & np.uint64((1 << (8 * cls.K)) - 1)
+        return keys if records is None else keys | (records.astype(np.uint64) << np.uint64(8 * cls.K))
 
     @staticmethod
-    def _slots(keys: np.ndarray, bits: int) -> np.ndarray:
-        return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)).astype(np.intp)   # Fibonacci hashing
+    def _words(letters: np.ndarray) -> np.ndarray:
+        """[len + 1] uint64: the eight bytes from each position (zeros past the end), through an overlapping view
+        of one padded copy: each is one unaligned load."""
+        padded = np.concatenate([letters, np.zeros(8, dtype=np.uint8)])
+        return np.ndarray((len(letters) + 1,), dtype="<u8", buffer=padded, strides=(1,))
 
-    # One table for every record, filled for one call and emptied after it: a fresh table of a few MB each record
-    # costs more in page faults than the lookups
-    _MAX_BITS = 22
-    _positions = np.full(0, -1, dtype=np.int32)   # a position of a K-mer of the slot, or -1
-    _shared = np.zeros(0, dtype=bool)             # whether more than one K-mer occurrence fell in the slot
+    _HASH = 0x9E3779B97F4A7C15   # Fibonacci hashing: the key times 2**64 / golden ratio, its top bits the slot
 
-    @staticmethod
-    def _tables(bits: int) -> tuple[np.ndarray, np.ndarray]:
-        """The shared (positions, shared) tables, at least 2**bits slots each, empty between calls."""
-        if len(CdsIndex._positions) < (1 << bits):
-            CdsIndex._positions = np.full(1 << bits, -1, dtype=np.int32)
-            CdsIndex._shared = np.zeros(1 << bits, dtype=bool)
-        return CdsIndex._positions, CdsIndex._shared
+    @classmethod
+    def _slots(cls, keys: np.ndarray, bits: int) -> np.ndarray:
+        return (keys * np.uint64(cls._HASH)) >> np.uint64(64 - bits)
 
-    def contains_frames(self, amino: np.ndarray, firsts: np.ndarray, counts: np.ndarray, protein) -> np.ndarray:
-        """[frames] bool: whether each frame lies within one translation.
+    def contains_frames(self, line: np.ndarray, begins: np.ndarray, counts: np.ndarray, records: np.ndarray,
+                        protein) -> np.ndarray:
+        """[frames] bool: whether each frame lies within one of its record's translations.
 
-        amino:  [positions] uint8, the amino acid of the codon at each position of a strand (both strands laid
-                end to end); frame i is amino[firsts[i] + 3 t] for t < counts[i].
+        line:    [letters] uint8 holding every frame's amino acids in one run: frame i is
+                 line[begins[i]: begins[i] + counts[i]] (`phase_line` lays the translated strands out so).
+        records: [frames] int, the record (index into the translations given) of each frame.
         protein(i): frame i as a string, for the few frames that go through `str.find`.
         """
-        found = np.zeros(len(firsts), dtype=bool)
-        if not self.any or not len(firsts):
-            return found
+        found = np.zeros(len(begins), dtype=bool)
         k, text = self.K, np.frombuffer(self.text.encode("ascii", errors="replace"), dtype=np.uint8)
+        if not len(begins) or len(text) < k:
+            return found
         long = counts >= k
         for i in np.flatnonzero(~long).tolist():
-            found[i] = protein(i) in self.text
+            found[i] = protein(i) in self.texts[records[i]]
         index = np.flatnonzero(long)
-        text_keys = self._text_keys(text)
-        if not len(index) or not len(text_keys):
+        if not len(index):
             return found
-        bits = max(10, min(self._MAX_BITS, (16 * len(text_keys)).bit_length()))
-        positions, shared = self._tables(bits)
-        text_slots = self._slots(text_keys, bits)
-        every = np.arange(len(text_keys), dtype=np.int32)
-        positions[text_slots] = every                              # the last written wins
-        shared[text_slots[positions[text_slots] != every]] = True   # a slot some occurrence lost
-        try:
-            starts, lengths = firsts[index], counts[index]
-            step = 3 * np.arange(k)
-            head_slots = self._slots(self._row_keys(amino[starts[:, None] + step]), bits)
-            tail_slots = self._slots(self._row_keys(amino[(starts + 3 * (lengths - k))[:, None] + step]), bits)
-            head_at = positions[head_slots]
-            possible = (head_at >= 0) & (positions[tail_slots] >= 0)
-            # compare each possible frame with the text where its head was seen, every letter at once
-            tried = np.flatnonzero(possible & (head_at + lengths <= len(text)))
-            if len(tried):
-                n = lengths[tried]
-                offsets = np.cumsum(n) - n
-                t = np.arange(int(n.sum())) - np.repeat(offsets, n)
-                mismatches = amino[np.repeat(starts[tried], n) + 3 * t] != text[np.repeat(head_at[tried], n) + t]
-                matched = ~np.logical_or.reduceat(mismatches, offsets)
-                found[index[tried[matched]]] = True
-                possible[tried[matched]] = False
-            # a slot that one K-mer occurrence filled alone was the frame's head's only place: nowhere else to look
-            possible &= shared[head_slots]
-        finally:
-            positions[text_slots] = -1
-            shared[text_slots] = False
-        for i in index[possible].tolist():
-            found[i] = self.text.find(protein(i)) >= 0
+        starts, lengths, owners = begins[index], counts[index], records[index]
+        line_words, text_words = self._words(line), self._words(text)
+        heads = self._keys_at(line_words, starts)
+        # the text positions whose K-mer is some frame's head (and a few more, sharing a slot with one)
+        bits = max(10, (64 * len(heads)).bit_length())     # a text K-mer no frame starts with passes 1 time in 64
+        is_head = np.zeros(1 << bits, dtype=bool)
+        is_head[self._slots(heads, bits)] = True
+        text_keys = text_words[: len(text) - k + 1] & np.uint64((1 << (8 * k)) - 1)
+        text_keys *= np.uint64(self._HASH)
+        text_keys >>= np.uint64(64 - bits)
+        picked = np.flatnonzero(is_head[text_keys])
+        # those places sorted by (record, K-mer): a frame's head's places in its record are one run of them
+        picked_records = np.searchsorted(self.text_starts, picked, side="right") - 1
+        picked_keys = self._keys_at(text_words, picked, picked_records)
+        order = np.argsort(picked_keys, kind="stable")
+        picked, picked_keys = picked[order], picked_keys[order]
+        heads |= owners.astype(np.uint64) << np.uint64(8 * k)
+        first = np.searchsorted(picked_keys, heads, side="left")
+        places = np.searchsorted(picked_keys, heads, side="right") - first
+        head_at = picked[np.minimum(first, len(picked) - 1)] if len(picked) else np.zeros(len(heads), np.int64)
+        tried = np.flatnonzero((places > 0) & (head_at + lengths <= self.text_ends[owners]))
+        matched = self._same_runs(line_words, starts[tried], text_words, head_at[tried], lengths[tried])
+        found[index[tried[matched]]] = True
+        unsure = places > 1
+        unsure[tried[matched]] = False
+        for i in index[unsure].tolist():
+            found[i] = self.texts[records[i]].find(protein(i)) >= 0
         return found
+
+    @staticmethod
+    def _same_runs(a_words: np.ndarray, a_starts: np.ndarray, b_words: np.ndarray, b_starts: np.ndarray,
+                   lengths: np.ndarray) -> np.ndarray:
+        """[runs] bool: whether the run of `lengths[i]` bytes from a_starts[i] equals the one from b_starts[i],
+        compared eight bytes at a time (a_words, b_words: `_words` of the two arrays), each run's last word masked
+        to its length."""
+        if not len(lengths):
+            return np.zeros(0, dtype=bool)
+        per_run = (lengths + 7) // 8
+        offsets = np.cumsum(per_run) - per_run
+        at = 8 * (np.arange(int(per_run.sum())) - np.repeat(offsets, per_run))    # byte offset of each word in its run
+        left = np.repeat(lengths, per_run) - at                                    # bytes of the run from there on
+        mask = np.where(left >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
+                        (np.uint64(1) << (8 * np.minimum(left, 7)).astype(np.uint64)) - np.uint64(1))
+        differ = ((a_words[np.repeat(a_starts, per_run) + at] ^ b_words[np.repeat(b_starts, per_run) + at])
+                  & mask) != 0
+        return ~np.logical_or.reduceat(differ, offsets)
 
 
 @dataclass
@@ -254,31 +266,54 @@ def translated_strands(sequence: bytes) -> bytes:
     return index.tobytes().translate(_AMINO5) + index[::-1].tobytes().translate(_AMINO5_RC)
 
 
-def _stop_free(amino: np.ndarray, firsts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """[frames] bool: whether frame i (amino[firsts[i] + 3 t], t < counts[i]) has codons and no stop.
+def phase_line(amino: np.ndarray, firsts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(line, begins): the positions of `amino` laid out phase by phase (x -> (x mod 3) * rows + x div 3, a
+    transpose), so that a frame that reads every third letter from firsts[i] is the run of `line` from begins[i].
 
-    The positions are laid out phase by phase (x -> (x mod 3) * rows + x div 3, a transpose), so a frame's
-    letters are one run of that line and its stops are counted with two binary searches among the record's."""
+    amino: [positions] uint8; line: [3 * ceil(positions / 3)] uint8; begins: like firsts.
+    """
     rows = -(-len(amino) // 3)
-    line = np.zeros(3 * rows, dtype=np.uint8)
-    line[: len(amino)] = amino
-    stops = np.flatnonzero(line.reshape(rows, 3).T.ravel() == ord("*"))
-    begin = (firsts % 3) * rows + firsts // 3
-    return (counts > 0) & (np.searchsorted(stops, begin) == np.searchsorted(stops, begin + np.maximum(counts, 0)))
+    padded = np.zeros(3 * rows, dtype=np.uint8)
+    padded[: len(amino)] = amino
+    return padded.reshape(rows, 3).T.ravel(), (firsts % 3) * rows + firsts // 3
 
 
-def identify_record(record_id: str, sequence: str, read_length: int, cds: CdsIndex | None, stats: IdentifyStats):
-    """The kept frames of one genome record, in VirNucPro's order: [(frame id, nucleotide, protein)]."""
-    sequence = sequence.upper()
+def _stop_free(line: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """[frames] bool: whether the run line[begins[i]:][:counts[i]] has letters and no stop ('*'): two binary
+    searches among the line's stops each."""
+    stops = np.flatnonzero(line == ord("*"))
+    return (counts > 0) & (np.searchsorted(stops, begins) == np.searchsorted(stops, begins + np.maximum(counts, 0)))
+
+
+def identify_records(records: list[tuple[str, str, list[str] | None]], read_length: int,
+                     stats: IdentifyStats) -> tuple[str, str]:
+    """The kept frames of a batch of genome records as the two identified FASTA texts (nucleotide, protein), one
+    line a sequence, in VirNucPro's order: record by record, read by read, F1..R3 within a read.
+
+    records: [(record id, sequence, the GenBank record's CDS translations or None)].
+
+    The batch is worked as one sequence, its records laid end to end: a frame never leaves its read, so no codon
+    it reads spans two records, and a read of the whole line at [s, e) has its reverse strand at [T - e, T - s)
+    of the line's reverse complement (T the line's length), as it would in its own record. So the per-call costs
+    of numpy are paid once a batch, not once a record, which is what a file of many small viral genomes needs.
+    """
+    sequences = [sequence.upper() for _, sequence, _ in records]
+    lengths = np.array([len(sequence) for sequence in sequences], dtype=np.int64)
+    bounds = [window_bounds(len(sequence), read_length) for sequence in sequences]
+    windows_per_record = np.array([len(record_starts) for record_starts, _ in bounds], dtype=np.int64)
+    stats.records += len(records)
+    stats.bases += int(lengths.sum())
+    stats.reads += int(windows_per_record.sum())
+    if not windows_per_record.sum():
+        return "", ""
+    record_at = np.concatenate([[0], np.cumsum(lengths)[:-1]])          # where each record starts on the line
+    window_record = np.repeat(np.arange(len(records)), windows_per_record)
+    starts = np.concatenate([record_starts for record_starts, _ in bounds]) + record_at[window_record]
+    ends = np.concatenate([record_ends for _, record_ends in bounds]) + record_at[window_record]
+    sequence = "".join(sequences)
     length = len(sequence)
-    starts, ends = window_bounds(length, read_length)
-    stats.records += 1
-    stats.bases += length
-    stats.reads += len(starts)
-    if not len(starts):
-        return []
     raw = sequence.encode("ascii", errors="replace")
-    if raw.translate(None, b"ACGT"):   # some other letter: count which windows hold one (most records have none)
+    if raw.translate(None, b"ACGT"):   # some other letter: count which windows hold one (most batches have none)
         letters = np.frombuffer(raw, dtype=np.uint8)
         ambiguous = np.zeros(length + 1, dtype=np.int32)
         np.cumsum(_IS_AMBIGUOUS[letters], out=ambiguous[1:])
@@ -290,13 +325,14 @@ def identify_record(record_id: str, sequence: str, read_length: int, cds: CdsInd
         clean = np.ones(len(starts), dtype=bool)
         unusual = np.zeros(len(starts), dtype=bool)
     stats.reads_ambiguous += int((~clean).sum())
-    if cds is None or not cds.any or not clean.any():
-        return []
+    with_cds = np.array([bool(cds) for _, _, cds in records])[window_record]
+    unusual &= with_cds
     stats.reads_other_letters += int(unusual.sum())
+    if not (clean & with_cds).any():
+        return "", ""
+    cds = CdsIndex([found or [] for _, _, found in records])
 
-    amino_bytes = translated_strands(raw)
-    amino = np.frombuffer(amino_bytes, dtype=np.uint8)
-    amino_text = amino_bytes.decode("ascii")
+    amino = np.frombuffer(translated_strands(raw), dtype=np.uint8)
     reverse_text = raw.translate(_RC)[::-1].decode("ascii")
     reverse_at = max(0, length - 2)     # where the reverse strand's positions start in `amino`
     # [windows, 6] first position and codons of frames F1 F2 F3 R1 R2 R3 (offset o = 0, 1, 2 of each strand)
@@ -305,35 +341,51 @@ def identify_record(record_id: str, sequence: str, read_length: int, cds: CdsInd
     reverse_firsts = reverse_at + (length - ends)[:, None] + offsets
     firsts = np.concatenate([forward_firsts, reverse_firsts], axis=1).ravel()
     counts = np.tile((ends - starts)[:, None] - offsets, 2).ravel() // 3
-    candidate = np.repeat(clean & ~unusual, 6)
-    candidate[candidate] = _stop_free(amino, firsts[candidate], counts[candidate])
+    line, begins = phase_line(amino, firsts)
+    line_text = line.tobytes().decode("ascii")
+    candidate = np.repeat(clean & with_cds & ~unusual, 6)
+    candidate[candidate] = _stop_free(line, begins[candidate], counts[candidate])
     frames_at = np.flatnonzero(candidate)    # window-major, F1..R3 within a window: VirNucPro's order
-    firsts, counts = firsts[frames_at], counts[frames_at]
-    ends_on_strand = np.where(frames_at % 6 < 3, ends[frames_at // 6], reverse_at + length - starts[frames_at // 6])
+    firsts, begins, counts = firsts[frames_at], begins[frames_at], counts[frames_at]
 
     def protein(i: int) -> str:
-        return amino_text[firsts[i]: firsts[i] + 3 * counts[i]: 3]
+        return line_text[begins[i]: begins[i] + counts[i]]
 
-    kept = cds.contains_frames(amino, firsts, counts, protein)
-    frames = []   # (window, frame id, nucleotide, protein)
-    prefix = f"{record_id}_chunk_"
-    for at, first, count, end in zip(frames_at[kept].tolist(), firsts[kept].tolist(), counts[kept].tolist(),
-                                     ends_on_strand[kept].tolist()):
-        window, frame = divmod(at, 6)
-        text, first_base = (sequence, first) if frame < 3 else (reverse_text, first - reverse_at)
-        frames.append((window, f"{prefix}{window + 1}{SUFFIXES[frame]}",
-                       text[first_base: min(end - (first - first_base), first_base + 1 + 3 * count)],
-                       amino_text[first: first + 3 * count: 3]))
+    kept = cds.contains_frames(line, begins, counts, window_record[frames_at // 6], protein)
+    # each kept frame's id (read k of record r is window k - first_window[r] of the batch, VirNucPro's
+    # <record>_chunk_<k + 1>) and nucleotide, a slice of `strands`: the forward line, then the reverse
+    kept_at = frames_at[kept]
+    window, frame = kept_at // 6, kept_at % 6
+    reverse = frame >= 3
+    first_window = np.cumsum(windows_per_record) - windows_per_record
+    record = window_record[window]
+    strands = sequence + reverse_text
+    nucleotide_start = firsts[kept] + np.where(reverse, length - reverse_at, 0)
+    nucleotide_end = np.minimum(np.where(reverse, 2 * length - starts[window], ends[window]),
+                                nucleotide_start + 1 + 3 * counts[kept])
+    prefixes = [f">{record_id}_chunk_" for record_id, _, _ in records]
+    nucleotides, proteins, order = [], [], window.tolist()
+    for r, number, f, a, b, begin, count in zip(record.tolist(), (window - first_window[record] + 1).tolist(),
+                                                frame.tolist(), nucleotide_start.tolist(), nucleotide_end.tolist(),
+                                                begins[kept].tolist(), counts[kept].tolist()):
+        header = f"{prefixes[r]}{number}{SUFFIXES[f]}\n"
+        nucleotides.append(f"{header}{strands[a:b]}\n")
+        proteins.append(f"{header}{line_text[begin: begin + count]}\n")
     if unusual.any():   # reads with letters outside A C G T, translated VirNucPro's skipping way
-        extra = []
-        for k in np.nonzero(unusual)[0].tolist():
-            a, b = int(starts[k]), int(ends[k])
-            extra += [(k, f"{prefix}{k + 1}{suffix}", nucleotide, protein) for suffix, protein, nucleotide
-                      in virnucpro_frames(sequence[a:b]) if protein and "*" not in protein]
-        frames += [e for e, ok in zip(extra, cds.contains_all([e[3] for e in extra])) if ok]
-        frames.sort(key=lambda frame: frame[0])   # stable: the frames of a window keep their order
-    stats.frames_kept += len(frames)
-    return [frame[1:] for frame in frames]
+        for at in np.flatnonzero(unusual).tolist():
+            r = int(window_record[at])
+            header = f"{prefixes[r]}{at - first_window[r] + 1}"
+            frames = [(suffix, protein, nucleotide) for suffix, protein, nucleotide
+                      in virnucpro_frames(sequence[int(starts[at]): int(ends[at])]) if protein and "*" not in protein]
+            for (suffix, protein, nucleotide), ok in zip(frames, cds.contains_all(r, [f[1] for f in frames])):
+                if ok:
+                    nucleotides.append(f"{header}{suffix}\n{nucleotide}\n")
+                    proteins.append(f"{header}{suffix}\n{protein}\n")
+                    order.append(at)
+        by_window = sorted(range(len(order)), key=order.__getitem__)   # stable: a window's frames keep their order
+        nucleotides, proteins = [nucleotides[i] for i in by_window], [proteins[i] for i in by_window]
+    stats.frames_kept += len(nucleotides)
+    return "".join(nucleotides), "".join(proteins)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,6 +552,12 @@ def _record_id(name, accession, version) -> str:
     return version or accession or name or ""
 
 
+# Records are identified in batches of about this many bases (or records): many small viral genomes cost one numpy
+# pass, not one each, while memory stays at a batch (and a bacterial chromosome is a batch of its own)
+BATCH_BASES = 1 << 18
+BATCH_RECORDS = 4096
+
+
 def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_out,
                     first_record: int = 0, last_record: int | None = None) -> IdentifyStats:
     """Write the kept frames of the FASTA's records [first_record, last_record) to the two identified FASTA files
@@ -511,6 +569,13 @@ def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_ou
     stats = IdentifyStats()
     with atomic_path(nucleotide_out) as nucleotide_tmp, atomic_path(protein_out) as protein_tmp, \
             open(nucleotide_tmp, "w") as nucleotide, open(protein_tmp, "w") as protein:
+
+        def write(batch):
+            nucleotide_text, protein_text = identify_records(batch, read_length, stats)
+            nucleotide.write(nucleotide_text)
+            protein.write(protein_text)
+
+        batch, batch_bases = [], 0
         for index, (record_id, sequence) in enumerate(fasta_records(fasta)):
             if index < first_record:
                 continue
@@ -523,10 +588,12 @@ def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_ou
                 stats.records_without_genbank.append(record_id)
             elif not any(found):
                 stats.records_without_cds.append(record_id)
-            for frame_id, nucleotide_seq, protein_seq in identify_record(
-                    record_id, sequence, read_length, CdsIndex(found) if found else None, stats):
-                nucleotide.write(f">{frame_id}\n{nucleotide_seq}\n")
-                protein.write(f">{frame_id}\n{protein_seq}\n")
+            batch.append((record_id, sequence, found))
+            batch_bases += len(sequence)
+            if batch_bases >= BATCH_BASES or len(batch) >= BATCH_RECORDS:
+                write(batch)
+                batch, batch_bases = [], 0
+        write(batch)
     return stats
 
 

@@ -71,19 +71,26 @@ def read_windows(length: int, read_length: int) -> list[tuple[int, int]]:
 
 
 def window_bounds(length: int, read_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """`read_windows` as two int64 arrays (starts, ends), computed without a Python loop."""
-    count = -(-length // read_length)
-    if count == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    surplus = count * read_length - length
-    lower = int(surplus / count)
-    upper_count = surplus - lower * (count - 1)
-    steps = np.full(count, lower, dtype=np.int64)       # step k is taken after window k: [q+1]*u + [q]*... + [0]
-    steps[: min(upper_count, count)] = lower + 1
-    steps[count - 1] = 0 if upper_count < count else steps[count - 1]
-    moved = np.concatenate([[0], np.cumsum(steps)[:-1]])
-    starts = np.arange(count, dtype=np.int64) * read_length - moved
-    return starts, np.minimum(starts + read_length, length)
+    """`read_windows` as two int64 arrays (starts, ends)."""
+    starts, ends, _ = record_windows(np.array([length], dtype=np.int64), read_length)
+    return starts, ends
+
+
+def record_windows(lengths: np.ndarray, read_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The read windows of records of these lengths, record after record: (starts, ends, windows per record),
+    each window's bounds within its record, computed for every record at once.
+
+    With n windows and surplus s = n*c - L, the first s - (n - 1) * floor(s/n) steps are floor(s/n) + 1 and the
+    rest floor(s/n) (`read_windows`; the last step, after the last window, moves nothing), so window k starts at
+    k*c - k*floor(s/n) - min(k, that count).
+    """
+    counts = -(-lengths // read_length)
+    surplus = counts * read_length - lengths
+    lower = surplus // np.maximum(counts, 1)
+    longer_steps = surplus - lower * (counts - 1)
+    k = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    starts = k * read_length - k * np.repeat(lower, counts) - np.minimum(k, np.repeat(longer_steps, counts))
+    return starts, np.minimum(starts + read_length, np.repeat(lengths, counts)), counts
 
 
 def reverse_complement(sequence: str) -> str:
@@ -167,7 +174,7 @@ class CdsIndex:
         """[frames] bool: whether each frame lies within one of its record's translations.
 
         line:    [letters] uint8 holding every frame's amino acids in one run: frame i is
-                 line[begins[i]: begins[i] + counts[i]] (`phase_line` lays the translated strands out so).
+                 line[begins[i]: begins[i] + counts[i]] (`translated_line` lays the translated strands out so).
         records: [frames] int, the record (index into the translations given) of each frame.
         protein(i): frame i as a string, for the few frames that go through `str.find`.
         """
@@ -246,11 +253,15 @@ class IdentifyStats:
         return dict(self.__dict__)
 
 
-def translated_strands(sequence: bytes) -> bytes:
-    """The amino acid of the codon at each position of both strands of an upper-case sequence, laid end to end:
-    [forward position x: codon sequence[x:x+3]] + [reverse position r: codon reverse_complement[r:r+3]], each
-    len - 2 long ('?' for a codon holding another letter). A frame from offset o of a read at s is then every
-    third letter from s + o.
+def translated_line(sequence: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(line, runs): the amino acid of the codon at every position of both strands of an upper-case sequence
+    ('?' for a codon holding another letter), laid out phase by phase so that a frame is one run of the line:
+
+        [forward positions 0, 3, 6, ... | 1, 4, ... | 2, 5, ... | reverse positions 0, 3, ... | 1, ... | 2, ...]
+
+    line: [2 (len - 2)] uint8; runs: [6] int64, where each of those six starts. The frame that reads every third
+    codon from position x of the forward strand starts at runs[x % 3] + x // 3, from position r of the reverse
+    strand at runs[3 + r % 3] + r // 3 (`frame_begins`).
 
     Every position's codon is coded once, as a byte (25 a + 5 b + c, each base 0..4), and `bytes.translate`
     turns the codes into amino acids. The reverse strand's codon at reverse position r is the reverse
@@ -259,30 +270,27 @@ def translated_strands(sequence: bytes) -> bytes:
     """
     codes = np.frombuffer(sequence.translate(_CODE), dtype=np.uint8)
     if len(codes) < 3:
-        return b""
+        return np.zeros(0, dtype=np.uint8), np.zeros(6, dtype=np.int64)
     index = codes[:-2] * np.uint8(25)          # <= 124: uint8 throughout
     index += codes[1:-1] * np.uint8(5)
     index += codes[2:]
-    return index.tobytes().translate(_AMINO5) + index[::-1].tobytes().translate(_AMINO5_RC)
+    backwards = index[::-1]
+    runs = [index[phase::3].tobytes().translate(_AMINO5) for phase in range(3)]
+    runs += [backwards[phase::3].tobytes().translate(_AMINO5_RC) for phase in range(3)]
+    starts = np.cumsum([0] + [len(run) for run in runs[:-1]])
+    return np.frombuffer(b"".join(runs), dtype=np.uint8), starts
 
 
-def phase_line(amino: np.ndarray, firsts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(line, begins): the positions of `amino` laid out phase by phase (x -> (x mod 3) * rows + x div 3, a
-    transpose), so that a frame that reads every third letter from firsts[i] is the run of `line` from begins[i].
-
-    amino: [positions] uint8; line: [3 * ceil(positions / 3)] uint8; begins: like firsts.
-    """
-    rows = -(-len(amino) // 3)
-    padded = np.zeros(3 * rows, dtype=np.uint8)
-    padded[: len(amino)] = amino
-    return padded.reshape(rows, 3).T.ravel(), (firsts % 3) * rows + firsts // 3
+def frame_begins(runs: np.ndarray, positions: np.ndarray, reverse: bool) -> np.ndarray:
+    """Where in `translated_line`'s line the frame from each codon position of one strand starts."""
+    return runs[(3 if reverse else 0) + positions % 3] + positions // 3
 
 
 def _stop_free(line: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """[frames] bool: whether the run line[begins[i]:][:counts[i]] has letters and no stop ('*'): two binary
-    searches among the line's stops each."""
-    stops = np.flatnonzero(line == ord("*"))
-    return (counts > 0) & (np.searchsorted(stops, begins) == np.searchsorted(stops, begins + np.maximum(counts, 0)))
+    """[frames] bool: whether the run line[begins[i]:][:counts[i]] has letters and no stop ('*'): one binary
+    search among the line's stops each, for the first stop at or after the run's start."""
+    stops = np.append(np.flatnonzero(line == ord("*")), len(line))   # and one past the end: every search lands
+    return (counts > 0) & (stops[np.searchsorted(stops, begins)] >= begins + counts)
 
 
 def identify_records(records: list[tuple[str, str, list[str] | None]], read_length: int,
@@ -299,8 +307,7 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     """
     sequences = [sequence.upper() for _, sequence, _ in records]
     lengths = np.array([len(sequence) for sequence in sequences], dtype=np.int64)
-    bounds = [window_bounds(len(sequence), read_length) for sequence in sequences]
-    windows_per_record = np.array([len(record_starts) for record_starts, _ in bounds], dtype=np.int64)
+    starts, ends, windows_per_record = record_windows(lengths, read_length)
     stats.records += len(records)
     stats.bases += int(lengths.sum())
     stats.reads += int(windows_per_record.sum())
@@ -308,8 +315,7 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
         return "", ""
     record_at = np.concatenate([[0], np.cumsum(lengths)[:-1]])          # where each record starts on the line
     window_record = np.repeat(np.arange(len(records)), windows_per_record)
-    starts = np.concatenate([record_starts for record_starts, _ in bounds]) + record_at[window_record]
-    ends = np.concatenate([record_ends for _, record_ends in bounds]) + record_at[window_record]
+    starts, ends = starts + record_at[window_record], ends + record_at[window_record]
     sequence = "".join(sequences)
     length = len(sequence)
     raw = sequence.encode("ascii", errors="replace")
@@ -332,21 +338,21 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
         return "", ""
     cds = CdsIndex([found or [] for _, _, found in records])
 
-    amino = np.frombuffer(translated_strands(raw), dtype=np.uint8)
-    reverse_text = raw.translate(_RC)[::-1].decode("ascii")
-    reverse_at = max(0, length - 2)     # where the reverse strand's positions start in `amino`
-    # [windows, 6] first position and codons of frames F1 F2 F3 R1 R2 R3 (offset o = 0, 1, 2 of each strand)
-    offsets = np.arange(3)
-    forward_firsts = starts[:, None] + offsets
-    reverse_firsts = reverse_at + (length - ends)[:, None] + offsets
-    firsts = np.concatenate([forward_firsts, reverse_firsts], axis=1).ravel()
-    counts = np.tile((ends - starts)[:, None] - offsets, 2).ravel() // 3
-    line, begins = phase_line(amino, firsts)
+    line, runs = translated_line(raw)
     line_text = line.tobytes().decode("ascii")
+    # [windows, 6] frames F1 F2 F3 R1 R2 R3 (offset o = 0, 1, 2 of each strand): codons, where the amino acids
+    # start in `line`, and where the nucleotides start in `strands` (the forward strand, then the reverse)
+    offsets = np.arange(3)
+    forward_at = starts[:, None] + offsets
+    reverse_at = (length - ends)[:, None] + offsets
+    counts = np.tile((ends - starts)[:, None] - offsets, 2).ravel() // 3
+    begins = np.concatenate([frame_begins(runs, forward_at, False), frame_begins(runs, reverse_at, True)],
+                            axis=1).ravel()
+    strand_at = np.concatenate([forward_at, length + reverse_at], axis=1).ravel()
     candidate = np.repeat(clean & with_cds & ~unusual, 6)
     candidate[candidate] = _stop_free(line, begins[candidate], counts[candidate])
     frames_at = np.flatnonzero(candidate)    # window-major, F1..R3 within a window: VirNucPro's order
-    firsts, begins, counts = firsts[frames_at], begins[frames_at], counts[frames_at]
+    strand_at, begins, counts = strand_at[frames_at], begins[frames_at], counts[frames_at]
 
     def protein(i: int) -> str:
         return line_text[begins[i]: begins[i] + counts[i]]
@@ -359,8 +365,8 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     reverse = frame >= 3
     first_window = np.cumsum(windows_per_record) - windows_per_record
     record = window_record[window]
-    strands = sequence + reverse_text
-    nucleotide_start = firsts[kept] + np.where(reverse, length - reverse_at, 0)
+    strands = sequence + raw.translate(_RC)[::-1].decode("ascii")
+    nucleotide_start = strand_at[kept]
     nucleotide_end = np.minimum(np.where(reverse, 2 * length - starts[window], ends[window]),
                                 nucleotide_start + 1 + 3 * counts[kept])
     prefixes = [f">{record_id}_chunk_" for record_id, _, _ in records]

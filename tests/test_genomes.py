@@ -229,6 +229,50 @@ def test_cds_lookup_answers_the_plain_rule_for_every_record_of_a_batch():
         assert [index.contains_all(owner, [query])[0] for owner, query in zip(owners, queries)] == expected
 
 
+def test_the_genbank_scan_reads_every_cds_translation_as_biopython_does(tmp_path):
+    """`cds_translations` skips Biopython's parse for speed: on RefSeq-shaped records (source and gene features,
+    the usual CDS qualifiers before /translation, a CDS without one, a mat_peptide, a /note that quotes a
+    translation, locations wrapped over lines, a record with no feature) it must give what Biopython gives."""
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqFeature import CompoundLocation, FeatureLocation, SeqFeature
+    from Bio.SeqRecord import SeqRecord
+
+    from virnucpro_extract.genomes import cds_translations
+
+    rng = random.Random(11)
+    records = []
+    for r in range(6):
+        sequence = "".join(rng.choices("ACGT", k=3000))
+        record = SeqRecord(Seq(sequence), id=f"NC_{r:06d}.{r + 1}", name=f"NC_{r:06d}", description="test genome",
+                           annotations={"molecule_type": "DNA"})
+        record.features.append(SeqFeature(FeatureLocation(0, 3000, 1), type="source", qualifiers={
+            "organism": ["Test virus"], "mol_type": ["genomic DNA"], "db_xref": ["taxon:1"]}))
+        for k in range(r if r != 3 else 0):
+            protein = "M" + "".join(rng.choices("ACDEFGHIKLMNPQRSTVWY", k=rng.randint(5, 400)))
+            location = FeatureLocation(10 * k, 10 * k + 300, rng.choice((1, -1)))
+            if k == 2:   # a join long enough to wrap over lines
+                location = CompoundLocation([FeatureLocation(a, a + 9, 1) for a in range(0, 2700, 30)])
+            gene = {"gene": [f"g{k}"], "locus_tag": [f"T{r}_{k}"], "db_xref": [f"GeneID:{r}{k}"]}
+            record.features.append(SeqFeature(location, type="gene", qualifiers=gene))
+            qualifiers = {**gene, "codon_start": ["1"], "transl_table": ["11"], "product": [f"protein {k}"],
+                          "protein_id": [f"YP_{r}{k}.1"], "note": ['see /translation="MAW" in the paper']}
+            if k != 1:   # CDS 1 has no translation: VirNucPro counts it as an empty one
+                qualifiers["translation"] = [protein]
+            record.features.append(SeqFeature(location, type="CDS", qualifiers=qualifiers))
+            record.features.append(SeqFeature(FeatureLocation(10 * k, 10 * k + 60, 1), type="mat_peptide",
+                                              qualifiers={"product": ["leader"]}))
+        records.append(record)
+    path = tmp_path / "t.genomic.gbff.gz"
+    with gzip.open(path, "wt") as handle:
+        SeqIO.write(records, handle, "genbank")
+    expected = genbank_translations(path)
+    assert sum(len(t) for t in expected.values()) >= 10 and any("" in t for t in expected.values())
+    assert cds_translations(path) == expected
+    assert cds_translations(path, {"NC_000002.3", "NC_000004.5"}) == {k: expected[k] for k in ("NC_000002.3",
+                                                                                                "NC_000004.5")}
+
+
 def test_the_edge_cases_are_in_the_test_data(refseq):
     """What the comparison above covers: without these, agreeing would prove less."""
     expected = expected_identified(refseq, refseq / "viral.1.1.genomic.fna.gz")

@@ -487,6 +487,8 @@ def fasta_ids(path, block_size: int = 1 << 22) -> list[str]:
 # a literal first byte lets the regex engine jump from newline to newline instead of trying every position
 _FEATURE_KEY_LINE = re.compile(rb"\n {5}\S")      # a feature key starts in column 6; qualifiers in column 22
 _SECTION_END = re.compile(rb"\n\S")               # the feature table ends at the next line that does not indent
+# a qualifier starts a line at column 22 (so a /note that quotes "/translation=" is not taken for one)
+_TRANSLATION = b"\n" + b" " * 21 + b'/translation="'
 _HEADER_WORD = re.compile(rb"^(LOCUS|ACCESSION|VERSION) +(\S+)", re.M)
 
 
@@ -539,13 +541,14 @@ def cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[
             # each CDS key line, and the first /translation after it unless another feature's key comes first
             at = block.find(b"\n     CDS ", body, table_end) if body >= 0 else -1
             while at >= 0:
-                start = block.find(b'/translation="', at, table_end)
+                start = block.find(_TRANSLATION, at, table_end)
                 if start < 0 or _FEATURE_KEY_LINE.search(block, at + 1, start):
                     cds.append("")
                 else:
-                    close = block.find(b'"', start + 14)
+                    start += len(_TRANSLATION)
+                    close = block.find(b'"', start)
                     close = close if 0 <= close < table_end else table_end
-                    cds.append(block[start + 14: close].translate(None, b" \t\r\n").decode("ascii", errors="replace"))
+                    cds.append(block[start: close].translate(None, b" \t\r\n").decode("ascii", errors="replace"))
                 at = block.find(b"\n     CDS ", at + 1, table_end)
         translations[record_id] = cds
     return translations

@@ -325,11 +325,14 @@ def random_genome(rng: random.Random, length: int) -> tuple[str, list[tuple[int,
     return sequence[:length], [g for g in genes if g[1] <= length]
 
 
-def write_refseq_pair(data: Path, base: str, parts: dict[int, list[tuple[str, str]]], annotations: dict) -> None:
+def write_refseq_pair(data: Path, base: str, parts: dict[int, list[tuple[str, str]]], annotations: dict,
+                      refseq_features: bool = True) -> None:
     """`<base>.genomic.gbff.gz` annotating every record, and `<base>.<k>.genomic.fna.gz` per part k.
 
     `annotations[record id]` lists (start, end, strand, protein) CDS features; a record not in it is absent from
-    the GenBank file; one with an empty list has no CDS."""
+    the GenBank file; one with an empty list has no CDS. Records are annotated as RefSeq annotates them: a source
+    feature, and a gene feature before each CDS, which carries RefSeq's usual qualifiers before its /translation
+    (`refseq_features=False`: CDS features with a /translation only)."""
     import gzip
 
     from Bio import SeqIO
@@ -345,9 +348,19 @@ def write_refseq_pair(data: Path, base: str, parts: dict[int, list[tuple[str, st
                 continue
             record = SeqRecord(Seq(sequence), id=record_id, name=record_id.split(".")[0], description=f"{record_id} demo",
                                annotations={"molecule_type": "DNA"})
-            for start, end, strand, protein in annotations[record_id]:
-                record.features.append(SeqFeature(FeatureLocation(start, end, strand), type="CDS",
-                                                  qualifiers={"translation": [protein]}))
+            if refseq_features:
+                record.features.append(SeqFeature(FeatureLocation(0, len(sequence), 1), type="source", qualifiers={
+                    "organism": [f"{base} demo organism"], "mol_type": ["genomic DNA"], "db_xref": ["taxon:10239"]}))
+            for k, (start, end, strand, protein) in enumerate(annotations[record_id]):
+                location = FeatureLocation(start, end, strand)
+                if not refseq_features:
+                    record.features.append(SeqFeature(location, type="CDS", qualifiers={"translation": [protein]}))
+                    continue
+                gene = {"locus_tag": [f"{record_id.split('.')[0]}_{k + 1:04d}"], "db_xref": [f"GeneID:{k + 1}"]}
+                record.features.append(SeqFeature(location, type="gene", qualifiers=gene))
+                record.features.append(SeqFeature(location, type="CDS", qualifiers={
+                    **gene, "codon_start": ["1"], "transl_table": ["11"], "product": ["hypothetical protein"],
+                    "protein_id": [f"YP_{k + 1:09d}.1"], "translation": [protein]}))
             records.append(record)
     with gzip.open(data / f"{base}.genomic.gbff.gz", "wt") as handle:
         SeqIO.write(records, handle, "genbank")

@@ -276,7 +276,13 @@ def test_ctrl_c_ends_with_one_line_saying_resume_continues(tmp_path, tiny_model)
         seen.append(line)
         if "Submitted process > VIRNUCPRO_EXTRACT:EMBED_PROTEINS" in line:
             break
-    time.sleep(4)  # the task is busy embedding
+    # interrupt once the task's script has begun: it then has seconds of imports and embedding still to do (a
+    # fixed sleep raced the task on a quiet machine, which finished the whole run first)
+    task = re.search(r"\[([0-9a-f]{2})/([0-9a-f]{6})\]", seen[-1])
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "work" / task.group(1)).glob(f"{task.group(2)}*/.command.begin")):
+        assert time.monotonic() < deadline and run.poll() is None, "".join(seen)
+        time.sleep(0.1)
     os.killpg(run.pid, signal.SIGINT)
     rest, _ = run.communicate(timeout=120)
     output = "".join(seen) + rest

@@ -293,6 +293,21 @@ def _stop_free(line: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> np.n
     return (counts > 0) & (stops[np.searchsorted(stops, begins)] >= begins + counts)
 
 
+def _window_letters(raw: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([windows] bool, [windows] bool): whether each window [starts, ends) of the upper-case sequence is free of
+    the dropped ambiguity codes, and whether a free one holds another letter outside A C G T (U, say), which
+    VirNucPro's codon-skipping translation handles. Differences of prefix sums, where the batch has such letters."""
+    if not raw.translate(None, b"ACGT"):   # most batches hold A C G T only
+        return np.ones(len(starts), dtype=bool), np.zeros(len(starts), dtype=bool)
+    letters = np.frombuffer(raw, dtype=np.uint8)
+    ambiguous = np.zeros(len(raw) + 1, dtype=np.int32)
+    np.cumsum(_IS_AMBIGUOUS[letters], out=ambiguous[1:])
+    clean = ambiguous[ends] == ambiguous[starts]
+    other = np.zeros(len(raw) + 1, dtype=np.int32)
+    np.cumsum(_IS_OTHER[letters], out=other[1:])
+    return clean, clean & (other[ends] != other[starts])
+
+
 def identify_records(records: list[tuple[str, str, list[str] | None]], read_length: int,
                      stats: IdentifyStats) -> tuple[str, str]:
     """The kept frames of a batch of genome records as the two identified FASTA texts (nucleotide, protein), one
@@ -319,17 +334,7 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     sequence = "".join(sequences)
     length = len(sequence)
     raw = sequence.encode("ascii", errors="replace")
-    if raw.translate(None, b"ACGT"):   # some other letter: count which windows hold one (most batches have none)
-        letters = np.frombuffer(raw, dtype=np.uint8)
-        ambiguous = np.zeros(length + 1, dtype=np.int32)
-        np.cumsum(_IS_AMBIGUOUS[letters], out=ambiguous[1:])
-        clean = ambiguous[ends] == ambiguous[starts]
-        other = np.zeros(length + 1, dtype=np.int32)
-        np.cumsum(_IS_OTHER[letters], out=other[1:])
-        unusual = clean & (other[ends] != other[starts])   # letters outside A C G T: VirNucPro's skipping translation
-    else:
-        clean = np.ones(len(starts), dtype=bool)
-        unusual = np.zeros(len(starts), dtype=bool)
+    clean, unusual = _window_letters(raw, starts, ends)
     stats.reads_ambiguous += int((~clean).sum())
     with_cds = np.array([bool(cds) for _, _, cds in records])[window_record]
     unusual &= with_cds

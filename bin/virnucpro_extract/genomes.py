@@ -497,26 +497,28 @@ _TRANSLATION = b"\n" + b" " * 21 + b'/translation="'
 _HEADER_WORD = re.compile(rb"^(LOCUS|ACCESSION|VERSION) +(\S+)", re.M)
 
 
-def genbank_blocks(path, block_size: int = 1 << 22):
-    """Each record of a GenBank file (plain or .gz) as bytes, up to its '//' line: one record in memory at a time."""
+def genbank_records(path, block_size: int = 1 << 22):
+    """Each record of a GenBank file (plain or .gz) up to its '//' line, as (buffer, start, end): the record is
+    buffer[start:end], left in the block it was read in (a record is not copied out; searches take the bounds).
+    One block of the file in memory at a time, or one record where a record is longer."""
     with open_binary(path) as handle:
         buffer = b""
         while True:
             block = handle.read(block_size)
             buffer = buffer + block if buffer else block
-            start = 0   # records are cut by offset; the buffer is copied once a block, not once a record
+            start = 0
             while True:
                 end = buffer.find(b"\n//", start)
                 if end < 0:
                     break
-                yield buffer[start: end + 1]
+                yield buffer, start, end + 1
                 rest = buffer.find(b"\n", end + 3)
                 start = rest + 1 if rest >= 0 else len(buffer)
             buffer = buffer[start:]
             if not block:
                 break
         if buffer.strip():
-            yield buffer
+            yield buffer, 0, len(buffer)
 
 
 def cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[str]]:
@@ -530,19 +532,19 @@ def cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[
     those qualifiers (tests/test_genomes.py checks that the two agree).
     """
     translations = {}
-    for block in genbank_blocks(genbank):
-        features_at = block.find(b"\nFEATURES")
+    for block, record_start, record_end in genbank_records(genbank):
+        features_at = block.find(b"\nFEATURES", record_start, record_end)
         words = {}
-        for found in _HEADER_WORD.finditer(block, 0, features_at if features_at >= 0 else len(block)):
+        for found in _HEADER_WORD.finditer(block, record_start, features_at if features_at >= 0 else record_end):
             words.setdefault(found.group(1), found.group(2).decode("ascii", errors="replace"))
         record_id = _record_id(words.get(b"LOCUS"), words.get(b"ACCESSION"), words.get(b"VERSION"))
         if wanted is not None and record_id not in wanted:
             continue
         cds = []
         if features_at >= 0:
-            body = block.find(b"\n", features_at + 1)
-            end = _SECTION_END.search(block, body) if body >= 0 else None
-            table_end = end.start() if end else len(block)
+            body = block.find(b"\n", features_at + 1, record_end)
+            end = _SECTION_END.search(block, body, record_end) if body >= 0 else None
+            table_end = end.start() if end else record_end
             # each CDS key line, and the first /translation after it unless another feature's key comes first
             at = block.find(b"\n     CDS ", body, table_end) if body >= 0 else -1
             while at >= 0:
@@ -551,8 +553,8 @@ def cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[
                     cds.append("")
                 else:
                     start += len(_TRANSLATION)
-                    close = block.find(b'"', start)
-                    close = close if 0 <= close < table_end else table_end
+                    close = block.find(b'"', start, table_end)
+                    close = close if close >= 0 else table_end
                     cds.append(block[start: close].translate(None, b" \t\r\n").decode("ascii", errors="replace"))
                 at = block.find(b"\n     CDS ", at + 1, table_end)
         translations[record_id] = cds

@@ -195,6 +195,24 @@ def test_allow_missing_passes_preflight_and_merge_drops_and_counts(tmp_path, tin
     assert merged["ids"] == [IDS[1], IDS[0]] and merged["data"].shape == (2, 2048) and merged["labels"] == [0]
 
 
+def test_allow_missing_with_no_common_id_is_an_error_not_an_empty_chunk(tmp_path, tiny_model):
+    """Dropping unmatched ids must not drop all of them: a chunk whose two sides share no id would merge 0 rows
+    and validate green. PREFLIGHT refuses it before any embedding, and MERGE would too."""
+    others = [f"NC_000009.1_chunk_{k}F1" for k in range(1, 4)]
+    fasta, dnabert = chunk(tmp_path, dna_ids=others)
+    result, _ = preflight_sheet(tmp_path, tiny_model, (fasta, dnabert), extra=["--allow_missing"])
+    expect_errors(result, (dnabert, f"record {others[0]}",
+                           r"^no id of the DNABERT-S file is in the chunk's protein FASTA, so --allow_missing would "
+                           r"merge 0 rows$"))
+    embedded = cli("embed", f"g/c1={fasta}", "--outdir", tmp_path / "esm", "--esm_model", tiny_model,
+                   "--use_gpu", "false")
+    assert embedded.exit_code == 0, embedded.stderr
+    merged = cli("merge", "--dnabert", dnabert, "--esm", tmp_path / "esm" / "g" / "c1_ESM.pt", "--label", "host",
+                 "--output", tmp_path / "m.pt", "--allow_missing", "true")
+    expect_errors(merged, (dnabert, f"record {others[0]}", r"^no id of the DNABERT-S file is in the chunk's protein"))
+    assert not (tmp_path / "m.pt").exists()
+
+
 @pytest.mark.parametrize("bad, problem", [
     ([0.0] * 767, r"^vector has 767 values, expected 768$"),
     ([0.0] * 769, r"^vector has 769 values, expected 768$"),

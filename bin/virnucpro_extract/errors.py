@@ -51,3 +51,11 @@ def out_of_memory_error(exc: BaseException) -> InputError:
     return InputError("GPU", "-", f"out of memory outside batch splitting ({first[:120]})",
                       "the pipeline retries the task with half the token budget; if it persists, free the GPU "
                       "or lower --toks_per_batch", EXIT_RETRY)
+
+
+def no_common_id(dna_file, dna_side: str, first_id: str) -> InputError:
+    """No id of a chunk's DNA side is among its protein ids: with --allow_missing every row would be dropped, and
+    the chunk would give no feature at all while the run looked green."""
+    return InputError(dna_file, f"record {first_id}", f"no id of the {dna_side} is in the chunk's protein FASTA, so "
+                      "--allow_missing would merge 0 rows",
+                      "check that the two files belong to the same chunk (ids like <record>_chunk_<k>F1)")

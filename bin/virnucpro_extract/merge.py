@@ -10,7 +10,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 from .defaults import MERGED_DIM
-from .errors import InputError, InputErrors
+from .errors import InputError, InputErrors, no_common_id
 from .formats import read_dnabert, read_esm, require_finite_esm, write_merged
 
 TABLE_COLUMNS = ("key", "group", "id", "label", "dnabert_embeddings", "esm", "merged")
@@ -32,6 +32,8 @@ def merge_features(dnabert_path, esm_path, label: str, allow_missing: bool):
         raise InputError(where, f"record {missing[0]}", f"{len(missing)} {side} id(s) have no partner here",
                          "fix the chunk files, or pass --allow_missing to drop and count them")
     keep = [row for row, record_id in enumerate(dnabert.ids) if record_id in esm_row]
+    if not keep and dnabert.ids and esm.ids:   # --allow_missing would drop every row: a chunk of no features
+        raise no_common_id(dnabert_path, "DNABERT-S file", dnabert.ids[0])
     ids = [dnabert.ids[row] for row in keep]
     data = torch.cat([dnabert.vectors[keep], esm.vectors[[esm_row[i] for i in ids]]], dim=1).contiguous()
     assert data.shape == (len(ids), MERGED_DIM)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-from ..errors import InputError, InputErrors
+from ..errors import InputError, InputErrors, no_common_id
 from ..fasta import check_protein, read_checked, read_nucleotides
 from ..formats import read_dnabert
 from .discovery import Chunk, InputFiles
@@ -53,6 +53,8 @@ def check_chunk(chunk: Chunk, max_length: int, allow_missing: bool, files: Input
                 errors.append(InputError(other, f"record {missing[0]}",
                                          f"{len(missing)} id(s) of the {side} missing here ({example})",
                                          "fix the chunk files, or pass --allow_missing to drop and count them"))
+    if proteins and dna_ids and allow_missing and not any(i in proteins for i in dna_ids):
+        errors.append(no_common_id(dna_file, dna_side, dna_ids[0]))
     if errors:
         raise InputErrors(errors)
     lengths = [len(s) for s in proteins.values()]

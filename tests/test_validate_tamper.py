@@ -40,6 +40,7 @@ TAMPERS = {
     "rows swapped under their ids": (merged_path, swap_first_two_rows, "merged rows match their ids (DNA half)"),
     "ids reordered": (merged_path, lambda o: o.update(ids=o["ids"][::-1], data=o["data"].flip(0).clone()),
                       "merged ids follow DNABERT-S order"),
+    "merged saved as float64": (merged_path, lambda o: o.update(data=o["data"].double()), "merged data is float32"),
     "NaN in ESM": (esm_path, set_nan, "esm rows finite"),
     "ESM in sorted order": (esm_path, lambda o: o.update(proteins=sorted(o["proteins"])),
                             "esm ids equal FASTA ids in FASTA order"),

@@ -79,6 +79,8 @@ def validate_chunk(row: dict, allow_missing: bool, sample_rows: int = 50) -> tup
     counts["rows"] = len(ids)
     checks.check("merged width is 2048", row["merged"], data.ndim == 2 and data.shape[1] == MERGED_DIM,
                  f"shape {tuple(data.shape)}", rerun)
+    # train.py stacks the files as they are: one float64 or float16 file changes every batch it lands in
+    checks.check("merged data is float32", row["merged"], data.dtype == torch.float32, f"dtype {data.dtype}", rerun)
     checks.check("merged rows equal ids", row["merged"], data.shape[0] == len(ids),
                  f"{data.shape[0]} rows, {len(ids)} ids", rerun)
     checks.check("merged ids unique", row["merged"], len(set(ids)) == len(ids), "duplicate ids", rerun)
@@ -97,7 +99,8 @@ def validate_chunk(row: dict, allow_missing: bool, sample_rows: int = 50) -> tup
                  f"{len(ids)} ids, expected {len(expected_ids)}; first difference at "
                  f"{next((k for k, (a, b) in enumerate(zip(ids, expected_ids)) if a != b), min(len(ids), len(expected_ids)))}",
                  rerun)
-    if data.ndim == 2 and data.shape == (len(ids), MERGED_DIM) and all(i in dna_row and i in esm_row for i in ids):
+    if data.ndim == 2 and data.shape == (len(ids), MERGED_DIM) and data.dtype == torch.float32 \
+            and all(i in dna_row and i in esm_row for i in ids):
         dna_ok = torch.equal(data[:, :DNABERT_DIM], dnabert.vectors[[dna_row[i] for i in ids]])
         esm_ok = torch.equal(data[:, DNABERT_DIM:], esm[[esm_row[i] for i in ids]])
         checks.check("merged rows match their ids (DNA half)", row["merged"], dna_ok,

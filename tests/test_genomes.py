@@ -269,6 +269,13 @@ def test_the_genbank_scan_reads_every_cds_translation_as_biopython_does(tmp_path
     expected = genbank_translations(path)
     assert sum(len(t) for t in expected.values()) >= 10 and any("" in t for t in expected.values())
     assert cds_translations(path) == expected
+    # the scan jumps over a record's sequence by its LOCUS length; a record whose LOCUS line says another length
+    # (or a sequence section laid out otherwise) must still end at its own '//', not swallow the next record
+    text = gzip.open(path, "rt").read().replace("3000 bp", "9000 bp", 1).replace("\n     2941 ", "\n  2941 ", 1)
+    with gzip.open(path, "wt") as handle:
+        handle.write(text)
+    assert text.count("9000 bp") == 1 and "\n  2941 " in text
+    assert cds_translations(path) == expected
     assert cds_translations(path, {"NC_000002.3", "NC_000004.5"}) == {k: expected[k] for k in ("NC_000002.3",
                                                                                                 "NC_000004.5")}
 

@@ -494,6 +494,7 @@ _FEATURE_KEY_LINE = re.compile(rb"\n {5}\S")      # a feature key starts in colu
 _SECTION_END = re.compile(rb"\n\S")               # the feature table ends at the next line that does not indent
 # a qualifier starts a line at column 22 (so a /note that quotes "/translation=" is not taken for one)
 _TRANSLATION = b"\n" + b" " * 21 + b'/translation="'
+_LOCUS_LENGTH = re.compile(rb"LOCUS +\S+ +(\d+) bp")
 _HEADER_WORD = re.compile(rb"^(LOCUS|ACCESSION|VERSION) +(\S+)", re.M)
 
 
@@ -508,7 +509,7 @@ def genbank_records(path, block_size: int = 1 << 22):
             buffer = buffer + block if buffer else block
             start = 0
             while True:
-                end = buffer.find(b"\n//", start)
+                end = _record_end(buffer, start)
                 if end < 0:
                     break
                 yield buffer, start, end + 1
@@ -519,6 +520,24 @@ def genbank_records(path, block_size: int = 1 << 22):
                 break
         if buffer.strip():
             yield buffer, 0, len(buffer)
+
+
+def _record_end(buffer: bytes, start: int) -> int:
+    """Where the '\n//' that ends the record at `start` is, or -1 if the buffer does not hold it yet.
+
+    The sequence section is most of a record's bytes and holds nothing VirNucPro takes, so it is not searched:
+    its length follows from the LOCUS line's (lines of 60 bases after a 9-column position, a space before each 10),
+    and the '//' is looked for there. A record laid out otherwise is searched for its '//' instead."""
+    origin = buffer.find(b"\nORIGIN", start)
+    locus = _LOCUS_LENGTH.match(buffer, start) if origin >= 0 else None
+    line_end = buffer.find(b"\n", origin + 1) if locus else -1
+    if line_end >= 0:
+        bases = int(locus.group(1))
+        full, rest = divmod(bases, 60)
+        expected = line_end + 76 * full + (10 + rest + -(-rest // 10) if rest else 0)
+        if buffer.startswith(b"\n//", expected):
+            return expected
+    return buffer.find(b"\n//", start)
 
 
 def cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[str]]:

@@ -166,6 +166,32 @@ def test_read_windows_follow_virnucpro(refseq):
             assert read_windows(length, c) == rules.windows(length, c), (length, c)
 
 
+@pytest.mark.parametrize("batch_bases", [None, 1, 4])
+def test_identify_handles_tiny_records_and_tiny_translations_at_any_batch_edge(tmp_path, monkeypatch, batch_bases):
+    """Records of 1-9 bases (a frame with no codon begins past the batch's translated line), CDS texts shorter
+    than the lookup's six-residue key, a header with white space after '>' (Biopython's id is its first word),
+    and each at the start, middle and end of a batch: VirNucPro's frames, no crash."""
+    from virnucpro_extract.genomes import identify_genome
+
+    if batch_bases:
+        monkeypatch.setattr("virnucpro_extract.genomes.BATCH_BASES", batch_bases)
+    records = [("NC_1.1", "T"), ("NC_2.1", "ATGAAAGTGCTG"), ("NC_3.1", "ATGAAA"), ("NC_4.1", "AT"),
+               ("NC_5.1", "ATGAAACCC"), ("NC_6.1", "TTTCATTT")]
+    cds = {"NC_1.1": ["M"], "NC_2.1": ["MKVL"], "NC_3.1": ["MK"], "NC_4.1": [""], "NC_5.1": ["MKP"],
+           "NC_6.1": ["AMKA"]}
+    fasta = tmp_path / "t.1.genomic.fna.gz"
+    with gzip.open(fasta, "wt") as handle:
+        handle.writelines(f"> {record_id} test\n{sequence}\n" if k == 2 else f">{record_id}\n{sequence}\n"
+                          for k, (record_id, sequence) in enumerate(records))
+    write_genbank(tmp_path / "t.genomic.gbff.gz", records, cds)
+    stats = identify_genome(fasta, tmp_path / "t.genomic.gbff.gz", 300, tmp_path / "n.fa", tmp_path / "p.fa")
+    expected = rules.identified(records, cds, 300)
+    assert {i.split("_chunk_")[0] for i, _, _ in expected} >= {"NC_2.1", "NC_3.1", "NC_5.1", "NC_6.1"}
+    assert read_fasta_records(tmp_path / "n.fa") == [(i, n) for i, n, _ in expected]
+    assert read_fasta_records(tmp_path / "p.fa") == [(i, p) for i, _, p in expected]
+    assert stats.records_without_genbank == []
+
+
 @pytest.mark.parametrize("read_length, batch_bases", [(300, None), (500, None), (300, 1), (300, 5000)])
 def test_identify_writes_what_virnucpro_writes(tmp_path, monkeypatch, refseq, read_length, batch_bases):
     """Records are identified in batches laid end to end: the default (the whole file, here), one record a batch,
@@ -270,12 +296,16 @@ def test_the_genbank_scan_reads_every_cds_translation_as_biopython_does(tmp_path
     assert sum(len(t) for t in expected.values()) >= 10 and any("" in t for t in expected.values())
     assert cds_translations(path) == expected
     # the scan jumps over a record's sequence by its LOCUS length; a record whose LOCUS line says another length
-    # (or a sequence section laid out otherwise) must still end at its own '//', not swallow the next record
+    # (or a sequence section laid out otherwise) must still end at its own '//', not swallow the next record, and
+    # so must one with no sequence section (a CONTIG record) before a record of the same length
     text = gzip.open(path, "rt").read().replace("3000 bp", "9000 bp", 1).replace("\n     2941 ", "\n  2941 ", 1)
+    first, second, rest = text.split("\n//\n", 2)
+    second = second[: second.index("\nORIGIN")] + "\nCONTIG      join(NW_000001.1:1..3000)"
+    text = "\n//\n".join([first, second, rest])
     with gzip.open(path, "wt") as handle:
         handle.write(text)
-    assert text.count("9000 bp") == 1 and "\n  2941 " in text
-    assert cds_translations(path) == expected
+    assert text.count("9000 bp") == 1 and "\n  2941 " in text and "\nCONTIG" in text
+    assert cds_translations(path) == expected   # (Biopython refuses the altered sequence line; the features are as before)
     assert cds_translations(path, {"NC_000002.3", "NC_000004.5"}) == {k: expected[k] for k in ("NC_000002.3",
                                                                                                 "NC_000004.5")}
 

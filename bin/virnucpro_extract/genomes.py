@@ -180,13 +180,11 @@ class CdsIndex:
         """
         found = np.zeros(len(begins), dtype=bool)
         k, text = self.K, np.frombuffer(self.text.encode("ascii", errors="replace"), dtype=np.uint8)
-        if not len(begins) or len(text) < k:
-            return found
         long = counts >= k
-        for i in np.flatnonzero(~long).tolist():
+        for i in np.flatnonzero(~long).tolist():   # shorter than a key: the plain rule
             found[i] = protein(i) in self.texts[records[i]]
         index = np.flatnonzero(long)
-        if not len(index):
+        if not len(index) or len(text) < k:
             return found
         starts, lengths, owners = begins[index], counts[index], records[index]
         line_words, text_words = self._words(line), self._words(text)
@@ -290,7 +288,9 @@ def _stop_free(line: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> np.n
     """[frames] bool: whether the run line[begins[i]:][:counts[i]] has letters and no stop ('*'): one binary
     search among the line's stops each, for the first stop at or after the run's start."""
     stops = np.append(np.flatnonzero(line == ord("*")), len(line))   # and one past the end: every search lands
-    return (counts > 0) & (stops[np.searchsorted(stops, begins)] >= begins + counts)
+    # a frame with no codon (a read shorter than its offset) may begin past the line: clipped, and not stop-free
+    first_stop = stops[np.minimum(np.searchsorted(stops, begins), len(stops) - 1)]
+    return (counts > 0) & (first_stop >= begins + counts)
 
 
 def _window_letters(raw: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -473,6 +473,10 @@ def _fasta_record(text: bytes) -> tuple[str, str]:
             body.translate(None, b" \t\r\n").decode("ascii", errors="replace"))
 
 
+# a header's id: its first word, white space after the '>' skipped (as `_fasta_record` and Biopython read it)
+_FASTA_ID = re.compile(rb"\n>[^\S\n]*(\S*)")
+
+
 def fasta_ids(path, block_size: int = 1 << 22) -> list[str]:
     """The record ids of a FASTA, from its header lines only (read in large blocks)."""
     ids, tail = [], b"\n"
@@ -480,12 +484,11 @@ def fasta_ids(path, block_size: int = 1 << 22) -> list[str]:
         while block := handle.read(block_size):
             text = tail + block
             cut = text.rfind(b"\n")
-            for found in re.finditer(rb"\n>([^\s]*)", text[: cut + 1] if cut >= 0 else text):
+            for found in _FASTA_ID.finditer(text[: cut + 1] if cut >= 0 else text):
                 ids.append(found.group(1).decode("ascii", errors="replace"))
             tail = text[cut:] if cut >= 0 else text
         if tail.startswith(b"\n>"):
-            found = re.match(rb"\n>([^\s]*)", tail)
-            ids.append(found.group(1).decode("ascii", errors="replace"))
+            ids.append(_FASTA_ID.match(tail).group(1).decode("ascii", errors="replace"))
     return ids
 
 
@@ -495,6 +498,7 @@ _SECTION_END = re.compile(rb"\n\S")               # the feature table ends at th
 # a qualifier starts a line at column 22 (so a /note that quotes "/translation=" is not taken for one)
 _TRANSLATION = b"\n" + b" " * 21 + b'/translation="'
 _LOCUS_LENGTH = re.compile(rb"LOCUS +\S+ +(\d+) bp")
+_ORIGIN_OR_END = re.compile(rb"\n(ORIGIN|//)")
 _HEADER_WORD = re.compile(rb"^(LOCUS|ACCESSION|VERSION) +(\S+)", re.M)
 
 
@@ -528,9 +532,11 @@ def _record_end(buffer: bytes, start: int) -> int:
     The sequence section is most of a record's bytes and holds nothing VirNucPro takes, so it is not searched:
     its length follows from the LOCUS line's (lines of 60 bases after a 9-column position, a space before each 10),
     and the '//' is looked for there. A record laid out otherwise is searched for its '//' instead."""
-    origin = buffer.find(b"\nORIGIN", start)
-    locus = _LOCUS_LENGTH.match(buffer, start) if origin >= 0 else None
-    line_end = buffer.find(b"\n", origin + 1) if locus else -1
+    section = _ORIGIN_OR_END.search(buffer, start)   # a record without ORIGIN (CONTIG, say) ends at its own '//'
+    if section is None or section.group(1) == b"//":
+        return section.start() if section else -1
+    locus = _LOCUS_LENGTH.match(buffer, start)
+    line_end = buffer.find(b"\n", section.start() + 1) if locus else -1
     if line_end >= 0:
         bases = int(locus.group(1))
         full, rest = divmod(bases, 60)

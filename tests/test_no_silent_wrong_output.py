@@ -270,7 +270,10 @@ def test_ctrl_c_ends_with_one_line_saying_resume_continues(tmp_path, tiny_model)
     run = subprocess.Popen(["nextflow", "run", str(REPO / "main.nf"), "-ansi-log", "false", "-profile", "test",
                             "--data_dir", str(data), "--esm_model", str(tiny_model), "--outdir",
                             str(tmp_path / "results")], cwd=tmp_path, env=env, start_new_session=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           # as in a terminal's foreground job: a suite started in the background (`cmd &` in a
+                           # script) hands its children SIGINT ignored, and the JVM then keeps it ignored
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in run.stdout:
         seen.append(line)

@@ -66,14 +66,8 @@ def read_windows(length: int, read_length: int) -> list[tuple[int, int]]:
     k*c less the first k steps and ends c later, cut at L. So most windows are c long and overlap, and the last
     is short where the steps fall short (L = 1000, c = 300: 0-300, 249-549, 498-798, 747-1000).
     """
-    starts, ends = window_bounds(length, read_length)
-    return list(zip(starts.tolist(), ends.tolist()))
-
-
-def window_bounds(length: int, read_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """`read_windows` as two int64 arrays (starts, ends)."""
     starts, ends, _ = record_windows(np.array([length], dtype=np.int64), read_length)
-    return starts, ends
+    return list(zip(starts.tolist(), ends.tolist()))
 
 
 def record_windows(lengths: np.ndarray, read_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,12 +143,18 @@ class CdsIndex:
         for the few frames translated VirNucPro's codon-skipping way (the rest go through `contains_frames`)."""
         return [bool(self.texts[record]) and query in self.texts[record] for query in queries]
 
+    _KEY_MASK = np.uint64((1 << (8 * K)) - 1)
+
     @classmethod
-    def _keys_at(cls, words: np.ndarray, positions: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
-        """[positions] uint64: the K letters from each position as the low bytes of one little-endian integer,
-        and the record's number above them (one K-mer of two records is two keys). words: `_words` of the letters."""
-        keys = words[positions] & np.uint64((1 << (8 * cls.K)) - 1)
-        return keys if records is None else keys | (records.astype(np.uint64) << np.uint64(8 * cls.K))
+    def _keys(cls, words: np.ndarray) -> np.ndarray:
+        """The K letters from each of `words`' positions as the low bytes of one little-endian integer.
+        words: `_words` of the letters (or a gather of them)."""
+        return words & cls._KEY_MASK
+
+    @classmethod
+    def _with_records(cls, keys: np.ndarray, records: np.ndarray) -> np.ndarray:
+        """The keys with their record's number above the K letters: one K-mer of two records is two keys."""
+        return keys | (records.astype(np.uint64) << np.uint64(8 * cls.K))
 
     @staticmethod
     def _words(letters: np.ndarray) -> np.ndarray:
@@ -166,8 +166,10 @@ class CdsIndex:
     _HASH = 0x9E3779B97F4A7C15   # Fibonacci hashing: the key times 2**64 / golden ratio, its top bits the slot
 
     @classmethod
-    def _slots(cls, keys: np.ndarray, bits: int) -> np.ndarray:
-        return (keys * np.uint64(cls._HASH)) >> np.uint64(64 - bits)
+    def _slots(cls, keys: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The hash-table slot of each key (`out=keys` hashes in place, sparing a text-sized temporary)."""
+        slots = np.multiply(keys, np.uint64(cls._HASH), out=out)
+        return np.right_shift(slots, np.uint64(64 - bits), out=slots)
 
     def contains_frames(self, line: np.ndarray, begins: np.ndarray, counts: np.ndarray, records: np.ndarray,
                         protein) -> np.ndarray:
@@ -188,21 +190,19 @@ class CdsIndex:
             return found
         starts, lengths, owners = begins[index], counts[index], records[index]
         line_words, text_words = self._words(line), self._words(text)
-        heads = self._keys_at(line_words, starts)
+        heads = self._keys(line_words[starts])
         # the text positions whose K-mer is some frame's head (and a few more, sharing a slot with one)
         bits = max(10, (64 * len(heads)).bit_length())     # a text K-mer no frame starts with passes 1 time in 64
         is_head = np.zeros(1 << bits, dtype=bool)
         is_head[self._slots(heads, bits)] = True
-        text_keys = text_words[: len(text) - k + 1] & np.uint64((1 << (8 * k)) - 1)
-        text_keys *= np.uint64(self._HASH)
-        text_keys >>= np.uint64(64 - bits)
-        picked = np.flatnonzero(is_head[text_keys])
+        text_keys = self._keys(text_words[: len(text) - k + 1])
+        picked = np.flatnonzero(is_head[self._slots(text_keys, bits, out=text_keys)])
         # those places sorted by (record, K-mer): a frame's head's places in its record are one run of them
         picked_records = np.searchsorted(self.text_starts, picked, side="right") - 1
-        picked_keys = self._keys_at(text_words, picked, picked_records)
+        picked_keys = self._with_records(self._keys(text_words[picked]), picked_records)
         order = np.argsort(picked_keys, kind="stable")
         picked, picked_keys = picked[order], picked_keys[order]
-        heads |= owners.astype(np.uint64) << np.uint64(8 * k)
+        heads = self._with_records(heads, owners)
         first = np.searchsorted(picked_keys, heads, side="left")
         places = np.searchsorted(picked_keys, heads, side="right") - first
         head_at = picked[np.minimum(first, len(picked) - 1)] if len(picked) else np.zeros(len(heads), np.int64)

@@ -355,6 +355,18 @@ def nextflow_output(run: subprocess.CompletedProcess) -> str:
     return run.stdout + "\n" + run.stderr
 
 
+def nextflow_once(session_dir: Path, name: str, *args, cwd: Path, must_pass: bool = False) -> subprocess.CompletedProcess:
+    """`nextflow(*args, cwd=cwd)` launched by the first worker that asks (`built_once`), its result read back by
+    the others; `must_pass`: a failed run fails the fixture, with the end of its log."""
+    def launch():
+        run = nextflow(*args, cwd=cwd)
+        assert not must_pass or run.returncode == 0, nextflow_output(run)[-6000:]
+        return [run.returncode, run.stdout, run.stderr]
+
+    returncode, stdout, stderr = built_once(session_dir, name, launch)
+    return subprocess.CompletedProcess(["nextflow", *map(str, args)], returncode, stdout, stderr)
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(session_dir, demo_data, tiny_model):
     """One real `nextflow run -profile test --data_dir ...` whose outputs several tests check."""
@@ -363,24 +375,13 @@ def pipeline_run(session_dir, demo_data, tiny_model):
     # Default parameters: other tests (e.g. test_slurm.py) compare their runs with this one.
     args = ["-profile", "test", "--data_dir", demo_data, "--esm_model", tiny_model, "--outdir", outdir]
 
-    def launch_once():
-        run = nextflow(*args, cwd=launch)
-        assert run.returncode == 0, nextflow_output(run)[-6000:]
-        return {"returncode": run.returncode, "stdout": run.stdout, "stderr": run.stderr}
-
-    run = built_once(session_dir, "nf_data_dir", launch_once)
-    run = subprocess.CompletedProcess(["nextflow"], run["returncode"], run["stdout"], run["stderr"])
+    run = nextflow_once(session_dir, "nf_data_dir", *args, cwd=launch, must_pass=True)
     return {"launch": launch, "outdir": outdir, "run": run, "args": args, "max_length": 1022}
 
 
 @pytest.fixture(scope="session")
 def help_run(session_dir) -> subprocess.CompletedProcess:
     """`nextflow run main.nf --help`, launched once for the tests that read it (`.launch`: where it ran)."""
-    def launch_once():
-        run = nextflow("--help", cwd=session_dir / "help")
-        return {"returncode": run.returncode, "stdout": run.stdout, "stderr": run.stderr}
-
-    run = built_once(session_dir, "help", launch_once)
-    run = subprocess.CompletedProcess(["nextflow", "--help"], run["returncode"], run["stdout"], run["stderr"])
+    run = nextflow_once(session_dir, "help", "--help", cwd=session_dir / "help")
     run.launch = session_dir / "help"
     return run

@@ -240,17 +240,14 @@ def test_cds_lookup_answers_the_plain_rule_for_every_record_of_a_batch():
                 queries.append(source[start: rng.randint(start + 1, len(source))])
             else:
                 queries.append("".join(rng.choices(alphabet, k=rng.randint(1, 40))))
-        # the frames as identify_records hands them over: runs of one line of amino acids, junk between them
-        line, begins = "", []
-        for query in queries:
-            line += "".join(rng.choices("ACDEFMW*", k=rng.randint(0, 4)))
-            begins.append(len(line))
-            line += query
+        # the frames as identify_records hands them over: rows of one width, each frame then junk to the row's end
+        width = max(8, max(len(q) for q in queries) + 1)
+        rows = np.frombuffer("".join(q + "".join(rng.choices("ACDEFMW*", k=width - len(q))) for q in queries).encode(),
+                             dtype=np.uint8).reshape(len(queries), width)
         expected = [any(query in translation for translation in records[owner])
                     for owner, query in zip(owners, queries)]
         index = CdsIndex(records)
-        found = index.contains_frames(np.frombuffer(line.encode(), dtype=np.uint8), np.array(begins),
-                                      np.array([len(q) for q in queries]), np.array(owners), queries.__getitem__)
+        found = index.contains_frames(rows, np.array([len(q) for q in queries]), np.array(owners), queries.__getitem__)
         assert found.tolist() == expected
         assert [index.contains_all(owner, [query])[0] for owner, query in zip(owners, queries)] == expected
 

@@ -12,9 +12,10 @@ make_train_dataset_300.py / _500.py write (rules in shared/virnucpro-reference.m
 What differs is the cost, not the output. VirNucPro reads whole files into memory, translates every read
 codon by codon and scans every CDS of the record for every frame (one Python call each). Here genome records
 are streamed, a batch of them at a time laid end to end (`identify_records`); each batch's codons are translated
-once, both strands, with `bytes.translate`, and laid out phase by phase so that every frame is one run of that
-line; the stop check is two binary searches among the batch's stops and the ambiguity check a difference of
-prefix sums; and the CDS check of every frame of the batch is a few numpy passes (`CdsIndex`), not a scan.
+once, both strands, with `bytes.translate`; every frame of the batch is gathered as one row of a [frames, codons]
+array through a strided view (every third amino acid, backwards on the reverse strand), so the stop check is one
+pass over that array, the ambiguity check a difference of prefix sums, and the CDS check of every frame of the
+batch a few numpy passes (`CdsIndex`), not a scan.
 
 VirNucPro's translation skips a codon holding a letter outside its table (so the frame shifts), which only a read
 with a letter outside A C G T and the dropped ambiguity codes can meet (U, for one). Such reads take
@@ -167,20 +168,20 @@ class CdsIndex:
 
     @classmethod
     def _slots(cls, keys: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
-        """The hash-table slot of each key (`out=keys` hashes in place, sparing a text-sized temporary)."""
+        """The hash-table slot of each key (`out=keys` hashes in place, sparing a text-sized temporary), as int64:
+        numpy indexes with int64 without the checked conversion a uint64 index costs."""
         slots = np.multiply(keys, np.uint64(cls._HASH), out=out)
-        return np.right_shift(slots, np.uint64(64 - bits), out=slots)
+        return np.right_shift(slots, np.uint64(64 - bits), out=slots).view(np.int64)
 
-    def contains_frames(self, line: np.ndarray, begins: np.ndarray, counts: np.ndarray, records: np.ndarray,
-                        protein) -> np.ndarray:
+    def contains_frames(self, rows: np.ndarray, counts: np.ndarray, records: np.ndarray, protein) -> np.ndarray:
         """[frames] bool: whether each frame lies within one of its record's translations.
 
-        line:    [letters] uint8 holding every frame's amino acids in one run: frame i is
-                 line[begins[i]: begins[i] + counts[i]] (`translated_line` lays the translated strands out so).
+        rows:    [frames, width] uint8, frame i's amino acids in rows[i, :counts[i]] and anything after them;
+                 width > every count, and >= 8 (`identify_records` gives them so).
         records: [frames] int, the record (index into the translations given) of each frame.
         protein(i): frame i as a string, for the few frames that go through `str.find`.
         """
-        found = np.zeros(len(begins), dtype=bool)
+        found = np.zeros(len(rows), dtype=bool)
         k, text = self.K, np.frombuffer(self.text.encode("ascii", errors="replace"), dtype=np.uint8)
         long = counts >= k
         for i in np.flatnonzero(~long).tolist():   # shorter than a key: the plain rule
@@ -188,9 +189,9 @@ class CdsIndex:
         index = np.flatnonzero(long)
         if not len(index) or len(text) < k:
             return found
-        starts, lengths, owners = begins[index], counts[index], records[index]
-        line_words, text_words = self._words(line), self._words(text)
-        heads = self._keys(line_words[starts])
+        lengths, owners = counts[index], records[index]
+        text_words = self._words(text)
+        heads = self._keys(np.ascontiguousarray(rows[index, :8]).view("<u8")[:, 0])
         # the text positions whose K-mer is some frame's head (and a few more, sharing a slot with one)
         bits = max(10, (64 * len(heads)).bit_length())     # a text K-mer no frame starts with passes 1 time in 64
         is_head = np.zeros(1 << bits, dtype=bool)
@@ -207,7 +208,7 @@ class CdsIndex:
         places = np.searchsorted(picked_keys, heads, side="right") - first
         head_at = picked[np.minimum(first, len(picked) - 1)] if len(picked) else np.zeros(len(heads), np.int64)
         tried = np.flatnonzero((places > 0) & (head_at + lengths <= self.text_ends[owners]))
-        matched = self._same_runs(line_words, starts[tried], text_words, head_at[tried], lengths[tried])
+        matched = _same_prefixes(rows[index[tried]], text, head_at[tried], lengths[tried])
         found[index[tried[matched]]] = True
         unsure = places > 1
         unsure[tried[matched]] = False
@@ -215,23 +216,16 @@ class CdsIndex:
             found[i] = self.texts[records[i]].find(protein(i)) >= 0
         return found
 
-    @staticmethod
-    def _same_runs(a_words: np.ndarray, a_starts: np.ndarray, b_words: np.ndarray, b_starts: np.ndarray,
-                   lengths: np.ndarray) -> np.ndarray:
-        """[runs] bool: whether the run of `lengths[i]` bytes from a_starts[i] equals the one from b_starts[i],
-        compared eight bytes at a time (a_words, b_words: `_words` of the two arrays), each run's last word masked
-        to its length."""
-        if not len(lengths):
-            return np.zeros(0, dtype=bool)
-        per_run = (lengths + 7) // 8
-        offsets = np.cumsum(per_run) - per_run
-        at = 8 * (np.arange(int(per_run.sum())) - np.repeat(offsets, per_run))    # byte offset of each word in its run
-        left = np.repeat(lengths, per_run) - at                                    # bytes of the run from there on
-        mask = np.where(left >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
-                        (np.uint64(1) << (8 * np.minimum(left, 7)).astype(np.uint64)) - np.uint64(1))
-        differ = ((a_words[np.repeat(a_starts, per_run) + at] ^ b_words[np.repeat(b_starts, per_run) + at])
-                  & mask) != 0
-        return ~np.logical_or.reduceat(differ, offsets)
+
+def _same_prefixes(rows: np.ndarray, text: np.ndarray, at: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """[rows] bool: whether the first lengths[i] bytes of rows[i] equal text[at[i]:][:lengths[i]] (lengths below
+    the rows' width): the first differing column of each row, found as `_stop_free` finds a stop."""
+    width = rows.shape[1]
+    padded = np.concatenate([text, np.zeros(width, dtype=np.uint8)])
+    windows = np.lib.stride_tricks.as_strided(padded, shape=(len(text), width), strides=(1, 1), writeable=False)
+    differ = windows[at] != rows
+    differ[:, -1] = True
+    return differ.argmax(axis=1) >= lengths
 
 
 @dataclass
@@ -251,46 +245,42 @@ class IdentifyStats:
         return dict(self.__dict__)
 
 
-def translated_line(sequence: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(line, runs): the amino acid of the codon at every position of both strands of an upper-case sequence
-    ('?' for a codon holding another letter), laid out phase by phase so that a frame is one run of the line:
+def codon_aminos(sequence: bytes) -> tuple[bytes, bytes]:
+    """(forward, reverse), [len - 2] bytes each: the amino acid of the codon at every position p of an upper-case
+    sequence, and of that codon's reverse complement ('?' for a codon holding a letter outside A C G T).
 
-        [forward positions 0, 3, 6, ... | 1, 4, ... | 2, 5, ... | reverse positions 0, 3, ... | 1, ... | 2, ...]
-
-    line: [2 (len - 2)] uint8; runs: [6] int64, where each of those six starts. The frame that reads every third
-    codon from position x of the forward strand starts at runs[x % 3] + x // 3, from position r of the reverse
-    strand at runs[3 + r % 3] + r // 3 (`frame_begins`).
-
-    Every position's codon is coded once, as a byte (25 a + 5 b + c, each base 0..4), and `bytes.translate`
-    turns the codes into amino acids. The reverse strand's codon at reverse position r is the reverse
-    complement of the forward codon at len - 3 - r, so its amino acid comes from the same codes read backwards,
-    through the reverse-complement table: no second strand to code.
-    """
+    The reverse strand's codon at reverse position r is the reverse complement of the forward codon at
+    len - 3 - r, so a reverse frame reads `reverse` backwards, every third byte, and nothing is reversed or coded
+    twice: every position's codon is coded once as a byte (25 a + 5 b + c, each base 0..4) and `bytes.translate`
+    turns the codes into amino acids, through the two tables."""
     codes = np.frombuffer(sequence.translate(_CODE), dtype=np.uint8)
     if len(codes) < 3:
-        return np.zeros(0, dtype=np.uint8), np.zeros(6, dtype=np.int64)
+        return b"", b""
     index = codes[:-2] * np.uint8(25)          # <= 124: uint8 throughout
     index += codes[1:-1] * np.uint8(5)
     index += codes[2:]
-    backwards = index[::-1]
-    runs = [index[phase::3].tobytes().translate(_AMINO5) for phase in range(3)]
-    runs += [backwards[phase::3].tobytes().translate(_AMINO5_RC) for phase in range(3)]
-    starts = np.cumsum([0] + [len(run) for run in runs[:-1]])
-    return np.frombuffer(b"".join(runs), dtype=np.uint8), starts
+    index = index.tobytes()
+    return index.translate(_AMINO5), index.translate(_AMINO5_RC)
 
 
-def frame_begins(runs: np.ndarray, positions: np.ndarray, reverse: bool) -> np.ndarray:
-    """Where in `translated_line`'s line the frame from each codon position of one strand starts."""
-    return runs[(3 if reverse else 0) + positions % 3] + positions // 3
+def strided_rows(letters: bytes, begins: np.ndarray, width: int, step: int) -> np.ndarray:
+    """[len(begins), width] uint8: the `width` bytes from each of `begins`, every `step`-th (forwards or
+    backwards), in one gather through a strided view of one padded copy. A row may run past what the caller
+    wants from it (into the next read, or the padding): callers cut each to its length."""
+    pad = np.zeros(abs(step) * width, dtype=np.uint8)
+    padded = np.concatenate([pad, np.frombuffer(letters, dtype=np.uint8), pad])
+    rows = np.lib.stride_tricks.as_strided(padded[len(pad):], shape=(len(letters), width), strides=(1, step),
+                                           writeable=False)
+    return rows[begins]
 
 
-def _stop_free(line: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """[frames] bool: whether the run line[begins[i]:][:counts[i]] has letters and no stop ('*'): one binary
-    search among the line's stops each, for the first stop at or after the run's start."""
-    stops = np.append(np.flatnonzero(line == ord("*")), len(line))   # and one past the end: every search lands
-    # a frame with no codon (a read shorter than its offset) may begin past the line: clipped, and not stop-free
-    first_stop = stops[np.minimum(np.searchsorted(stops, begins), len(stops) - 1)]
-    return (counts > 0) & (first_stop >= begins + counts)
+def _stop_free(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """[frames] bool: whether the first counts[i] letters of rows[i] hold no stop ('*'). rows' last column
+    must lie past every count: it is set to a stop, so the first stop of every row (argmax's first True) is found
+    at or before it."""
+    stops = rows == ord("*")
+    stops[:, -1] = True
+    return (counts > 0) & (stops.argmax(axis=1) >= counts)
 
 
 def _window_letters(raw: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -343,45 +333,60 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
         return "", ""
     cds = CdsIndex([found or [] for _, _, found in records])
 
-    line, runs = translated_line(raw)
-    line_text = line.tobytes().decode("ascii")
-    # [windows, 6] frames F1 F2 F3 R1 R2 R3 (offset o = 0, 1, 2 of each strand): codons, where the amino acids
-    # start in `line`, and where the nucleotides start in `strands` (the forward strand, then the reverse)
+    # [windows, 6] frames F1 F2 F3 R1 R2 R3 (offset o = 0, 1, 2 of each strand): codons, where the first codon
+    # is in `codon_aminos`' strings (a reverse frame's, read backwards), and where it starts on its strand
     offsets = np.arange(3)
     forward_at = starts[:, None] + offsets
     reverse_at = (length - ends)[:, None] + offsets
     counts = np.tile((ends - starts)[:, None] - offsets, 2).ravel() // 3
-    begins = np.concatenate([frame_begins(runs, forward_at, False), frame_begins(runs, reverse_at, True)],
-                            axis=1).ravel()
-    strand_at = np.concatenate([forward_at, length + reverse_at], axis=1).ravel()
-    candidate = np.repeat(clean & with_cds & ~unusual, 6)
-    candidate[candidate] = _stop_free(line, begins[candidate], counts[candidate])
-    frames_at = np.flatnonzero(candidate)    # window-major, F1..R3 within a window: VirNucPro's order
-    strand_at, begins, counts = strand_at[frames_at], begins[frames_at], counts[frames_at]
+    codon_at = np.concatenate([forward_at, length - 3 - reverse_at], axis=1).ravel()
+    strand_at = np.concatenate([forward_at, reverse_at], axis=1).ravel()
+    candidate = np.repeat(clean & with_cds & ~unusual, 6) & (counts > 0)
+    aminos = codon_aminos(raw)
+    width = max(read_length // 3 + 1, 8)       # a column past the longest frame (`_stop_free`), a key's 8 bytes
+    is_reverse = np.tile(np.arange(6) >= 3, len(starts))
+    frames_at, blocks = [], []
+    for strand, (step, at) in enumerate(((3, np.flatnonzero(candidate & ~is_reverse)),
+                                          (-3, np.flatnonzero(candidate & is_reverse)))):
+        rows = strided_rows(aminos[strand], codon_at[at], width, step)
+        stop_free = _stop_free(rows, counts[at])
+        frames_at.append(at[stop_free])
+        blocks.append(rows[stop_free])
+    order = np.argsort(np.concatenate(frames_at), kind="stable")   # window-major, F1..R3 within a window:
+    frames_at = np.concatenate(frames_at)[order]                    # VirNucPro's order
+    rows = np.concatenate(blocks)[order]
+    strand_at, counts = strand_at[frames_at], counts[frames_at]
+    line_text = rows.tobytes().decode("ascii")
+    begins = np.arange(len(frames_at), dtype=np.int64) * width
 
     def protein(i: int) -> str:
         return line_text[begins[i]: begins[i] + counts[i]]
 
-    kept = cds.contains_frames(line, begins, counts, window_record[frames_at // 6], protein)
+    kept = cds.contains_frames(rows, counts, window_record[frames_at // 6], protein)
     # each kept frame's id (read k of record r is window k - first_window[r] of the batch, VirNucPro's
-    # <record>_chunk_<k + 1>) and nucleotide, a slice of `strands`: the forward line, then the reverse
+    # <record>_chunk_<k + 1>) and nucleotide: from its first codon on its strand, one base past its codons, cut
+    # at the read's end; a reverse frame's is gathered backwards from the forward strand and complemented
     kept_at = frames_at[kept]
     window, frame = kept_at // 6, kept_at % 6
     reverse = frame >= 3
     first_window = np.cumsum(windows_per_record) - windows_per_record
     record = window_record[window]
-    strands = sequence + raw.translate(_RC)[::-1].decode("ascii")
-    nucleotide_start = strand_at[kept]
-    nucleotide_end = np.minimum(np.where(reverse, 2 * length - starts[window], ends[window]),
-                                nucleotide_start + 1 + 3 * counts[kept])
+    nucleotide_at = strand_at[kept]
+    nucleotide_length = np.minimum(np.where(reverse, length - starts[window], ends[window]) - nucleotide_at,
+                                   1 + 3 * counts[kept])
+    reverse_text = strided_rows(raw, length - 1 - nucleotide_at[reverse], read_length, -1).tobytes() \
+        .translate(_RC).decode("ascii")
+    piece_at = nucleotide_at.copy()
+    piece_at[reverse] = np.arange(int(reverse.sum())) * read_length
     prefixes = [f">{record_id}_chunk_" for record_id, _, _ in records]
-    nucleotides, proteins, order = [], [], window.tolist()
-    for r, number, f, a, b, begin, count in zip(record.tolist(), (window - first_window[record] + 1).tolist(),
-                                                frame.tolist(), nucleotide_start.tolist(), nucleotide_end.tolist(),
-                                                begins[kept].tolist(), counts[kept].tolist()):
-        header = f"{prefixes[r]}{number}{SUFFIXES[f]}\n"
-        nucleotides.append(f"{header}{strands[a:b]}\n")
-        proteins.append(f"{header}{line_text[begin: begin + count]}\n")
+    headers = [f"{prefixes[r]}{number}{SUFFIXES[f]}\n" for r, number, f
+               in zip(record.tolist(), (window - first_window[record] + 1).tolist(), frame.tolist())]
+    sources = (sequence, reverse_text)
+    nucleotides = [f"{header}{sources[r][a: a + n]}\n" for header, r, a, n
+                   in zip(headers, reverse.tolist(), piece_at.tolist(), nucleotide_length.tolist())]
+    proteins = [f"{header}{line_text[a: a + n]}\n" for header, a, n
+                in zip(headers, begins[kept].tolist(), counts[kept].tolist())]
+    order = window.tolist()
     if unusual.any():   # reads with letters outside A C G T, translated VirNucPro's skipping way
         for at in np.flatnonzero(unusual).tolist():
             r = int(window_record[at])

@@ -166,6 +166,39 @@ def test_read_windows_follow_virnucpro(refseq):
             assert read_windows(length, c) == rules.windows(length, c), (length, c)
 
 
+@pytest.mark.parametrize("block_size", [1, 3, 7, 64, 1 << 22])
+def test_a_genome_fasta_is_read_as_biopython_reads_it_at_any_block_size(tmp_path, block_size):
+    """`fasta_records` splits blocks where a line starts with '>' and cuts equal-width lines out in one copy;
+    `fasta_ids` reads the headers only. Records, ids and sequences must be Biopython's whatever the layout:
+    lines of one width or of many, CRLF, blank lines, spaces in a line, a '>' inside a header, a header that
+    starts '>>' or '> ', an empty record, no newline at the end, and a header or line cut at a block's end."""
+    from Bio import SeqIO
+
+    from virnucpro_extract.genomes import fasta_ids, fasta_records
+
+    rng = random.Random(block_size)
+    for case in range(40):
+        newline = "\r\n" if case % 5 == 4 else "\n"
+        text = ""
+        for _ in range(rng.randint(1, 5)):
+            title = rng.choice(["NC_1.1", " NC_2.1", ">NC_3.1", "id a > b", "x\tdescription", ""])
+            sequence = "".join(rng.choices("ACGTNacgt", k=rng.randint(0, 500)))
+            width = rng.choice([60, 80, 7, 1, 1000])
+            lines = [sequence[i: i + width] for i in range(0, len(sequence), width)]
+            if lines and rng.random() < 0.3:
+                lines.insert(rng.randrange(len(lines)), rng.choice(["", "AC GT", "TTT"]))
+            text += ">" + title + newline + newline.join(lines) + newline
+        if case % 3 == 0:
+            text = text.rstrip()
+        path = tmp_path / f"g{case}.fna.gz"
+        with gzip.open(path, "wb") as handle:
+            handle.write(text.encode())
+        with gzip.open(path, "rt") as handle:
+            expected = [(record.id, str(record.seq)) for record in SeqIO.parse(handle, "fasta")]
+        assert list(fasta_records(path, block_size)) == expected, text
+        assert fasta_ids(path, block_size) == [record_id for record_id, _ in expected], text
+
+
 @pytest.mark.parametrize("batch_bases", [None, 1, 4])
 def test_identify_handles_tiny_records_and_tiny_translations_at_any_batch_edge(tmp_path, monkeypatch, batch_bases):
     """Records of 1-9 bases (a frame with no codon begins past the batch's translated line), CDS texts shorter

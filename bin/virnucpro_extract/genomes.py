@@ -245,15 +245,20 @@ class IdentifyStats:
         return dict(self.__dict__)
 
 
-def codon_aminos(sequence: bytes) -> tuple[bytes, bytes]:
-    """(forward, reverse), [len - 2] bytes each: the amino acid of the codon at every position p of an upper-case
-    sequence, and of that codon's reverse complement ('?' for a codon holding a letter outside A C G T).
+def base_codes(sequence: bytes) -> np.ndarray:
+    """[len] uint8: each base of an upper-case sequence as T C A G = 0..3 (the codon table's order), 4 for any other
+    letter, so the sequence is A C G T only where the largest code is 3."""
+    return np.frombuffer(sequence.translate(_CODE), dtype=np.uint8)
+
+
+def codon_aminos(codes: np.ndarray) -> tuple[bytes, bytes]:
+    """(forward, reverse), [len - 2] bytes each: the amino acid of the codon at every position p of a sequence
+    (`base_codes`), and of that codon's reverse complement ('?' for a codon holding a letter outside A C G T).
 
     The reverse strand's codon at reverse position r is the reverse complement of the forward codon at
     len - 3 - r, so a reverse frame reads `reverse` backwards, every third byte, and nothing is reversed or coded
     twice: every position's codon is coded once as a byte (25 a + 5 b + c, each base 0..4) and `bytes.translate`
     turns the codes into amino acids, through the two tables."""
-    codes = np.frombuffer(sequence.translate(_CODE), dtype=np.uint8)
     if len(codes) < 3:
         return b"", b""
     index = codes[:-2] * np.uint8(25)          # <= 124: uint8 throughout
@@ -283,11 +288,11 @@ def _stop_free(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return (counts > 0) & (stops.argmax(axis=1) >= counts)
 
 
-def _window_letters(raw: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _window_letters(raw: bytes, starts: np.ndarray, ends: np.ndarray, acgt_only: bool) -> tuple[np.ndarray, np.ndarray]:
     """([windows] bool, [windows] bool): whether each window [starts, ends) of the upper-case sequence is free of
     the dropped ambiguity codes, and whether a free one holds another letter outside A C G T (U, say), which
     VirNucPro's codon-skipping translation handles. Differences of prefix sums, where the batch has such letters."""
-    if not raw.translate(None, b"ACGT"):   # most batches hold A C G T only
+    if acgt_only:   # most batches
         return np.ones(len(starts), dtype=bool), np.zeros(len(starts), dtype=bool)
     letters = np.frombuffer(raw, dtype=np.uint8)
     ambiguous = np.zeros(len(raw) + 1, dtype=np.int32)
@@ -310,8 +315,7 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     of the line's reverse complement (T the line's length), as it would in its own record. So the per-call costs
     of numpy are paid once a batch, not once a record, which is what a file of many small viral genomes needs.
     """
-    sequences = [sequence.upper() for _, sequence, _ in records]
-    lengths = np.array([len(sequence) for sequence in sequences], dtype=np.int64)
+    lengths = np.array([len(sequence) for _, sequence, _ in records], dtype=np.int64)
     starts, ends, windows_per_record = record_windows(lengths, read_length)
     stats.records += len(records)
     stats.bases += int(lengths.sum())
@@ -321,10 +325,17 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     record_at = np.concatenate([[0], np.cumsum(lengths)[:-1]])          # where each record starts on the line
     window_record = np.repeat(np.arange(len(records)), windows_per_record)
     starts, ends = starts + record_at[window_record], ends + record_at[window_record]
-    sequence = "".join(sequences)
+    sequence = "".join(sequence for _, sequence, _ in records)
     length = len(sequence)
     raw = sequence.encode("ascii", errors="replace")
-    clean, unusual = _window_letters(raw, starts, ends)
+    codes = base_codes(raw)
+    acgt_only = not len(codes) or codes.max() <= 3
+    if not acgt_only and not raw.isupper():   # VirNucPro upper-cases each record
+        sequence = sequence.upper()
+        raw = sequence.encode("ascii", errors="replace")
+        codes = base_codes(raw)
+        acgt_only = codes.max() <= 3
+    clean, unusual = _window_letters(raw, starts, ends, acgt_only)
     stats.reads_ambiguous += int((~clean).sum())
     with_cds = np.array([bool(cds) for _, _, cds in records])[window_record]
     unusual &= with_cds
@@ -342,7 +353,7 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     codon_at = np.concatenate([forward_at, length - 3 - reverse_at], axis=1).ravel()
     strand_at = np.concatenate([forward_at, reverse_at], axis=1).ravel()
     candidate = np.repeat(clean & with_cds & ~unusual, 6) & (counts > 0)
-    aminos = codon_aminos(raw)
+    aminos = codon_aminos(codes)
     width = max(read_length // 3 + 1, 8)       # a column past the longest frame (`_stop_free`), a key's 8 bytes
     is_reverse = np.tile(np.arange(6) >= 3, len(starts))
     frames_at, blocks = [], []
@@ -435,65 +446,94 @@ def open_binary(path):
     return _gzip_open(path) if magic == b"\x1f\x8b" else open(path, "rb")
 
 
+def _header_starts(block: bytes, at: int, after_newline: bool) -> list[int]:
+    """Where a header line ('>' first on its line) starts in block[at:]; after_newline: whether the byte before
+    block[0] ends a line (or the file starts there). Found with `bytes.find` of one byte (memchr), checked for the
+    newline before it: a '>' inside a header line is not a record's start, and sequence lines hold none."""
+    starts = []
+    while (at := block.find(b">", at)) >= 0:
+        if block[at - 1] == 10 if at else after_newline:
+            starts.append(at)
+        at += 1
+    return starts
+
+
 def fasta_records(path, block_size: int = 1 << 22):
     """(id, sequence) of each record of a genome FASTA (plain or .gz), streamed one record at a time.
 
-    Read in large blocks and split on header lines, not line by line: genome records are megabases long. Text
-    before the first '>' is skipped, the id is the header up to the first white space (Biopython's record.id) and
-    the sequence is every other line joined with white space removed, as Biopython's FASTA parser gives them.
-    Protein and read chunk files go through `fasta.read_fasta`, which checks every line; PREFLIGHT checks a genome
-    FASTA's letters record by record.
+    Read in large blocks and split where a line starts with '>', not line by line: genome records are megabases
+    long, and a record longer than a block is kept as its blocks' parts, joined once. Text before the first '>'
+    is skipped, the id is the header up to the first white space (Biopython's record.id) and the sequence is
+    every other line joined with white space removed, as Biopython's FASTA parser gives them. Protein and read
+    chunk files go through `fasta.read_fasta`, which checks every line; PREFLIGHT checks a genome FASTA's letters
+    record by record.
     """
     with open_binary(path) as handle:
-        pending, started = b"", False
-        while True:
-            block = handle.read(block_size)
-            pending += block
-            if not started:
-                first = pending.find(b">") if pending.startswith(b">") else pending.find(b"\n>") + 1
-                if first <= 0 and not pending.startswith(b">"):
-                    pending = pending[-1:] if block else b""
-                    if not block:
-                        return
-                    continue
-                pending, started = pending[first:], True
-            if block:
-                cut = pending.rfind(b"\n>")
-                if cut < 0:
-                    continue
-                complete, pending = pending[:cut], pending[cut + 1:]
-            else:
-                complete, pending = pending, b""
-            for text in complete.split(b"\n>"):
-                yield _fasta_record(text if text.startswith(b">") else b">" + text)
-            if not block:
-                return
+        parts, after_newline = None, True     # parts: the current record's bytes so far (None before the first)
+        while block := handle.read(block_size):
+            at = 0
+            for start in _header_starts(block, 0, after_newline):
+                if parts is not None:
+                    parts.append(block[at:start])
+                    yield _fasta_record(b"".join(parts))
+                parts, at = [], start
+            if parts is not None:
+                parts.append(block[at:])
+            after_newline = block.endswith(b"\n")
+        if parts:
+            yield _fasta_record(b"".join(parts))
 
 
 def _fasta_record(text: bytes) -> tuple[str, str]:
     newline = text.find(b"\n")
     header, body = (text[1:newline], text[newline + 1:]) if newline >= 0 else (text[1:], b"")
+    return _first_word(header), _joined_lines(body).decode("ascii", errors="replace")
+
+
+def _first_word(header: bytes) -> str:
     words = header.split(None, 1)
-    return (words[0].decode("ascii", errors="replace") if words else "",
-            body.translate(None, b" \t\r\n").decode("ascii", errors="replace"))
+    return words[0].decode("ascii", errors="replace") if words else ""
 
 
-# a header's id: its first word, white space after the '>' skipped (as `_fasta_record` and Biopython read it)
-_FASTA_ID = re.compile(rb"\n>[^\S\n]*(\S*)")
+def _joined_lines(body: bytes) -> bytes:
+    """A FASTA record's sequence lines joined, white space removed. A genome FASTA's lines are all of one width
+    but the last, so where every (width + 1)-th byte is the newline the lines are cut out of a [lines, width + 1]
+    view in one copy, and then checked (memchr) to hold no white space; any other layout is cleaned byte by
+    byte."""
+    width = body.find(b"\n")
+    lines = len(body) // (width + 1) if width > 0 else 0
+    if lines >= 2:
+        grid = np.frombuffer(body, dtype=np.uint8, count=lines * (width + 1)).reshape(lines, width + 1)
+        if (grid[:, width] == 10).all():
+            tail = body[lines * (width + 1):]
+            joined = grid[:, :width].tobytes() + (tail[:-1] if tail.endswith(b"\n") else tail)
+            if not any(space in joined for space in (b"\n", b"\r", b" ", b"\t")):
+                return joined
+    return body.translate(None, b" \t\r\n")
 
 
 def fasta_ids(path, block_size: int = 1 << 22) -> list[str]:
-    """The record ids of a FASTA, from its header lines only (read in large blocks)."""
-    ids, tail = [], b"\n"
+    """The record ids of a FASTA, from its header lines only (read in large blocks), as `fasta_records` gives them."""
+    ids, header, after_newline = [], None, True    # header: a header line cut at the end of a block, so far
     with open_binary(path) as handle:
         while block := handle.read(block_size):
-            text = tail + block
-            cut = text.rfind(b"\n")
-            for found in _FASTA_ID.finditer(text[: cut + 1] if cut >= 0 else text):
-                ids.append(found.group(1).decode("ascii", errors="replace"))
-            tail = text[cut:] if cut >= 0 else text
-        if tail.startswith(b"\n>"):
-            ids.append(_FASTA_ID.match(tail).group(1).decode("ascii", errors="replace"))
+            at = 0
+            if header is not None:
+                end = block.find(b"\n")
+                if end < 0:
+                    header += block
+                    continue
+                ids.append(_first_word(header + block[:end]))
+                header, at = None, end
+            for start in _header_starts(block, at, after_newline):
+                end = block.find(b"\n", start)
+                if end < 0:
+                    header = block[start + 1:]
+                    break
+                ids.append(_first_word(block[start + 1: end]))
+            after_newline = block.endswith(b"\n")
+    if header is not None:
+        ids.append(_first_word(header))
     return ids
 
 

@@ -331,11 +331,19 @@ def test_the_genbank_scan_reads_every_cds_translation_as_biopython_does(tmp_path
     text = gzip.open(path, "rt").read().replace("3000 bp", "9000 bp", 1).replace("\n     2941 ", "\n  2941 ", 1)
     first, second, rest = text.split("\n//\n", 2)
     second = second[: second.index("\nORIGIN")] + "\nCONTIG      join(NW_000001.1:1..3000)"
+    rest = rest.replace("\nORIGIN", "\nBASE COUNT      750 a    750 c    750 g    750 t\nORIGIN", 1)
+    # and a record with no FEATURES section nor VERSION line (its id: the accession) before one that has both
+    first = re.sub(r"\nVERSION[^\n]*", "", first[: first.index("\nFEATURES")] + first[first.index("\nORIGIN"):])
+    expected = {("NC_000000" if key == "NC_000000.1" else key): found for key, found in expected.items()}
     text = "\n//\n".join([first, second, rest])
     with gzip.open(path, "wt") as handle:
         handle.write(text)
-    assert text.count("9000 bp") == 1 and "\n  2941 " in text and "\nCONTIG" in text
-    assert cds_translations(path) == expected   # (Biopython refuses the altered sequence line; the features are as before)
+    assert text.count("9000 bp") == 1 and "\n  2941 " in text and "\nCONTIG" in text and "\nBASE COUNT" in text
+    assert text.count("\nFEATURES") == 5 and text.count("\nVERSION") == 5
+    # (Biopython refuses the altered sequence line; the features are as before), and records cut at a block's end
+    # (the feature table's, the sequence's) are read whole
+    for block_size in (64, 1000, 5000, 1 << 22):
+        assert cds_translations(path, block_size=block_size) == expected, block_size
     assert cds_translations(path, {"NC_000002.3", "NC_000004.5"}) == {k: expected[k] for k in ("NC_000002.3",
                                                                                                 "NC_000004.5")}
 

@@ -548,9 +548,10 @@ _HEADER_WORD = re.compile(rb"^(LOCUS|ACCESSION|VERSION) +(\S+)", re.M)
 
 
 def genbank_records(path, block_size: int = 1 << 22):
-    """Each record of a GenBank file (plain or .gz) up to its '//' line, as (buffer, start, end): the record is
-    buffer[start:end], left in the block it was read in (a record is not copied out; searches take the bounds).
-    One block of the file in memory at a time, or one record where a record is longer."""
+    """Each record of a GenBank file (plain or .gz) up to its '//' line, as (buffer, start, end, features, table_end):
+    the record is buffer[start:end], left in the block it was read in (a record is not copied out; searches take
+    the bounds); its FEATURES line starts at `features` and its feature table ends at `table_end` (both -1 with no
+    FEATURES line). One block of the file in memory at a time, or one record where a record is longer."""
     with open_binary(path) as handle:
         buffer = b""
         while True:
@@ -558,27 +559,43 @@ def genbank_records(path, block_size: int = 1 << 22):
             buffer = buffer + block if buffer else block
             start = 0
             while True:
-                end = _record_end(buffer, start)
+                table = _feature_table(buffer, start)
+                end = _record_end(buffer, start, table[1]) if table else -1
                 if end < 0:
                     break
-                yield buffer, start, end + 1
+                yield buffer, start, end + 1, *table
                 rest = buffer.find(b"\n", end + 3)
                 start = rest + 1 if rest >= 0 else len(buffer)
             buffer = buffer[start:]
             if not block:
                 break
         if buffer.strip():
-            yield buffer, 0, len(buffer)
+            yield buffer, 0, len(buffer), *_feature_table(buffer, 0, len(buffer))
 
 
-def _record_end(buffer: bytes, start: int) -> int:
+def _feature_table(buffer: bytes, start: int, end: int | None = None) -> tuple[int, int] | None:
+    """(where the FEATURES line of the record at `start` begins, where its feature table ends: at the first line
+    after it that does not indent, BASE COUNT, ORIGIN, CONTIG or '//'), (-1, -1) for a record without FEATURES,
+    or None while the buffer does not reach the table's end. `end`: the record's end, where it is known."""
+    features = buffer.find(b"\nFEATURES", start, len(buffer) if end is None else end)
+    if features < 0 or (end is None and buffer.find(b"\n//", start, features) >= 0):   # none, or a later record's
+        return -1, -1
+    body = buffer.find(b"\n", features + 1, len(buffer) if end is None else end)
+    found = _SECTION_END.search(buffer, body, len(buffer) if end is None else end) if body >= 0 else None
+    if found is None:
+        return None if end is None else (features, end)
+    return features, found.start()
+
+
+def _record_end(buffer: bytes, start: int, table_end: int) -> int:
     """Where the '\n//' that ends the record at `start` is, or -1 if the buffer does not hold it yet.
 
     The sequence section is most of a record's bytes and holds nothing VirNucPro takes, so it is not searched:
     its length follows from the LOCUS line's (lines of 60 bases after a 9-column position, a space before each 10),
-    and the '//' is looked for there. A record laid out otherwise is searched for its '//' instead."""
-    section = _ORIGIN_OR_END.search(buffer, start)   # a record without ORIGIN (CONTIG, say) ends at its own '//'
-    if section is None or section.group(1) == b"//":
+    and the '//' is looked for there. A record laid out otherwise is searched for its '//' instead. The ORIGIN line
+    is looked for from the end of the feature table, which `_feature_table` has found (table_end), if any."""
+    section = _ORIGIN_OR_END.search(buffer, max(start, table_end))   # a record without ORIGIN (CONTIG, say) ends
+    if section is None or section.group(1) == b"//":                 # at its own '//'
         return section.start() if section else -1
     locus = _LOCUS_LENGTH.match(buffer, start)
     line_end = buffer.find(b"\n", section.start() + 1) if locus else -1
@@ -591,7 +608,7 @@ def _record_end(buffer: bytes, start: int) -> int:
     return buffer.find(b"\n//", start)
 
 
-def cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[str]]:
+def cds_translations(genbank, wanted: set[str] | None = None, block_size: int = 1 << 22) -> dict[str, list[str]]:
     """{record id: the /translation of each CDS feature, in file order}, for the records in `wanted` (all if None).
 
     A scan for just what VirNucPro takes from the GenBank file, one record at a time: the record id as Biopython
@@ -599,35 +616,32 @@ def cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[
     /translation, joined across lines with white space removed, as Biopython reads it; a CDS without one counts
     as an empty translation, as in VirNucPro. Biopython parses every file in PREFLIGHT (which reports what does not
     parse); parsing again here with it would cost more than the rest of the identification, so this reads only
-    those qualifiers (tests/test_genomes.py checks that the two agree).
+    those qualifiers (tests/test_genomes.py checks that the two agree). A record's translations are cleaned of
+    white space together, one `bytes.translate` a record: a translation holds no '"', which parts them.
     """
     translations = {}
-    for block, record_start, record_end in genbank_records(genbank):
-        features_at = block.find(b"\nFEATURES", record_start, record_end)
+    for block, record_start, record_end, features_at, table_end in genbank_records(genbank, block_size):
         words = {}
         for found in _HEADER_WORD.finditer(block, record_start, features_at if features_at >= 0 else record_end):
             words.setdefault(found.group(1), found.group(2).decode("ascii", errors="replace"))
         record_id = _record_id(words.get(b"LOCUS"), words.get(b"ACCESSION"), words.get(b"VERSION"))
         if wanted is not None and record_id not in wanted:
             continue
-        cds = []
-        if features_at >= 0:
-            body = block.find(b"\n", features_at + 1, record_end)
-            end = _SECTION_END.search(block, body, record_end) if body >= 0 else None
-            table_end = end.start() if end else record_end
-            # each CDS key line, and the first /translation after it unless another feature's key comes first
-            at = block.find(b"\n     CDS ", body, table_end) if body >= 0 else -1
-            while at >= 0:
-                start = block.find(_TRANSLATION, at, table_end)
-                if start < 0 or _FEATURE_KEY_LINE.search(block, at + 1, start):
-                    cds.append("")
-                else:
-                    start += len(_TRANSLATION)
-                    close = block.find(b'"', start, table_end)
-                    close = close if close >= 0 else table_end
-                    cds.append(block[start: close].translate(None, b" \t\r\n").decode("ascii", errors="replace"))
-                at = block.find(b"\n     CDS ", at + 1, table_end)
-        translations[record_id] = cds
+        parts = []
+        body = block.find(b"\n", features_at + 1, record_end) if features_at >= 0 else -1
+        # each CDS key line, and the first /translation after it unless another feature's key comes first
+        at = block.find(b"\n     CDS ", body, table_end) if body >= 0 else -1
+        while at >= 0:
+            start = block.find(_TRANSLATION, at, table_end)
+            if start < 0 or _FEATURE_KEY_LINE.search(block, at + 1, start):
+                parts.append(b"")
+            else:
+                start += len(_TRANSLATION)
+                close = block.find(b'"', start, table_end)
+                parts.append(block[start: close if close >= 0 else table_end])
+            at = block.find(b"\n     CDS ", at + 1, table_end)
+        translations[record_id] = (b'"'.join(parts).translate(None, b" \t\r\n").decode("ascii", errors="replace")
+                                   .split('"') if parts else [])
     return translations
 
 

@@ -119,10 +119,11 @@ class CdsIndex:
     records' texts by '|' too. A frame is looked up by its first K residues: the text positions whose K-mer is the
     head of some frame are picked out with a small hash table of the frames' heads (one pass over the text, whose
     table stays in cache), then sorted by (record, K-mer), so each frame finds every place its head occurs in its
-    own record's text with two binary searches, and is compared with the text at the first, eight letters at a
-    time. A frame whose head is nowhere in its record is in no translation, nor is one that fails at its head's
-    only place; a head found in several places sends the frame to `str.find` in its record's text. Frames are
-    handled all at once in numpy, not one Python call each, and every answer is VirNucPro's
+    own record's text with one binary search (`head_places`), and is compared with the text at the first
+    (`contains_frames`). A frame whose head is nowhere in its record is in no translation, nor is one that fails
+    at its head's only place; a head found in several places sends the frame to `str.find` in its record's text.
+    The heads are looked up before the frames are translated in full, so only frames whose head is somewhere are.
+    Frames are handled all at once in numpy, not one Python call each, and every answer is VirNucPro's
     `any(frame in translation for translation in cds)`.
     """
 
@@ -138,6 +139,7 @@ class CdsIndex:
         lengths = np.array([len(text) for text in self.texts], dtype=np.int64)
         self.text_starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
         self.text_ends = self.text_starts + lengths
+        self.letters = np.frombuffer(self.text.encode("ascii", errors="replace"), dtype=np.uint8)
 
     def contains_all(self, record: int, queries: list[str]) -> list[bool]:
         """For each query string, whether it lies within one of record `record`'s translations: the plain rule,
@@ -173,46 +175,78 @@ class CdsIndex:
         slots = np.multiply(keys, np.uint64(cls._HASH), out=out)
         return np.right_shift(slots, np.uint64(64 - bits), out=slots).view(np.int64)
 
-    def contains_frames(self, rows: np.ndarray, counts: np.ndarray, records: np.ndarray, protein) -> np.ndarray:
+    def head_places(self, heads: np.ndarray, counts: np.ndarray, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """([frames] int64, [frames] int64): where in `text` each frame's first K letters first occur within its
+        own record's translations, and in how many places (0: nowhere, so the frame is in none of them); both 0 for
+        a frame shorter than K (counts), which `contains_frames` checks by the plain rule.
+
+        heads:   [frames, >= 8] uint8, each frame's first letters (junk past its count).
+        records: [frames] int, the record (index into the translations given) of each frame.
+
+        One pass over the text: the positions whose K-mer is some frame's head (and a few more, sharing a slot of
+        a small hash table with one) are picked and sorted by (record, K-mer); each head's places in its own record
+        are one run of them, found with one binary search among the runs, and only for the heads whose slot some
+        picked position shares (most heads off a gene have none)."""
+        k = self.K
+        head_at, places = np.zeros(len(heads), dtype=np.int64), np.zeros(len(heads), dtype=np.int64)
+        index = np.flatnonzero(counts >= k)
+        if not len(index) or len(self.letters) < k:
+            return head_at, places
+        keys = self._keys(np.ascontiguousarray(heads[index, :8]).view("<u8")[:, 0])
+        bits = max(10, (64 * len(keys)).bit_length())     # a text K-mer no frame starts with passes 1 time in 64
+        is_head = np.zeros(1 << bits, dtype=bool)
+        head_slots = self._slots(keys, bits)
+        is_head[head_slots] = True
+        text_words = self._words(self.letters)
+        text_slots = self._slots(self._keys(text_words[: len(self.letters) - k + 1]), bits)
+        picked = np.flatnonzero(is_head[text_slots])
+        # most heads (those of frames off a gene) share a slot with no picked place: they have none, and only the
+        # rest are searched for
+        is_head[:] = False
+        is_head[text_slots[picked]] = True
+        some_place = is_head[head_slots]
+        index, keys = index[some_place], keys[some_place]
+        if not len(index):
+            return head_at, places
+        picked_records = np.searchsorted(self.text_starts, picked, side="right") - 1
+        picked_keys = self._with_records(self._keys(text_words[picked]), picked_records)
+        order = np.argsort(picked_keys, kind="stable")
+        picked, picked_keys = picked[order], picked_keys[order]
+        # runs of one (record, K-mer): each head is looked up once among the runs' keys
+        run_starts = np.flatnonzero(np.concatenate([[True], picked_keys[1:] != picked_keys[:-1]]))
+        run_keys = picked_keys[run_starts]
+        keys = self._with_records(keys, records[index])
+        run = np.minimum(np.searchsorted(run_keys, keys), len(run_keys) - 1)
+        hit = run_keys[run] == keys
+        index, run = index[hit], run[hit]
+        places[index] = np.diff(np.append(run_starts, len(picked)))[run]
+        head_at[index] = picked[run_starts[run]]
+        return head_at, places
+
+    def contains_frames(self, rows: np.ndarray, counts: np.ndarray, records: np.ndarray, protein,
+                        heads: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """[frames] bool: whether each frame lies within one of its record's translations.
 
         rows:    [frames, width] uint8, frame i's amino acids in rows[i, :counts[i]] and anything after them;
                  width > every count, and >= 8 (`identify_records` gives them so).
         records: [frames] int, the record (index into the translations given) of each frame.
         protein(i): frame i as a string, for the few frames that go through `str.find`.
+        heads:   `head_places` of these frames, where the caller has looked them up already.
+
+        A frame is compared with the text at its head's first place, eight letters at a time; one that fails there
+        but whose head has other places goes to `str.find` in its record's text.
         """
+        head_at, places = heads if heads is not None else self.head_places(rows, counts, records)
         found = np.zeros(len(rows), dtype=bool)
-        k, text = self.K, np.frombuffer(self.text.encode("ascii", errors="replace"), dtype=np.uint8)
-        long = counts >= k
+        long = counts >= self.K
         for i in np.flatnonzero(~long).tolist():   # shorter than a key: the plain rule
             found[i] = protein(i) in self.texts[records[i]]
-        index = np.flatnonzero(long)
-        if not len(index) or len(text) < k:
-            return found
-        lengths, owners = counts[index], records[index]
-        text_words = self._words(text)
-        heads = self._keys(np.ascontiguousarray(rows[index, :8]).view("<u8")[:, 0])
-        # the text positions whose K-mer is some frame's head (and a few more, sharing a slot with one)
-        bits = max(10, (64 * len(heads)).bit_length())     # a text K-mer no frame starts with passes 1 time in 64
-        is_head = np.zeros(1 << bits, dtype=bool)
-        is_head[self._slots(heads, bits)] = True
-        text_keys = self._keys(text_words[: len(text) - k + 1])
-        picked = np.flatnonzero(is_head[self._slots(text_keys, bits, out=text_keys)])
-        # those places sorted by (record, K-mer): a frame's head's places in its record are one run of them
-        picked_records = np.searchsorted(self.text_starts, picked, side="right") - 1
-        picked_keys = self._with_records(self._keys(text_words[picked]), picked_records)
-        order = np.argsort(picked_keys, kind="stable")
-        picked, picked_keys = picked[order], picked_keys[order]
-        heads = self._with_records(heads, owners)
-        first = np.searchsorted(picked_keys, heads, side="left")
-        places = np.searchsorted(picked_keys, heads, side="right") - first
-        head_at = picked[np.minimum(first, len(picked) - 1)] if len(picked) else np.zeros(len(heads), np.int64)
-        tried = np.flatnonzero((places > 0) & (head_at + lengths <= self.text_ends[owners]))
-        matched = _same_prefixes(rows[index[tried]], text, head_at[tried], lengths[tried])
-        found[index[tried[matched]]] = True
-        unsure = places > 1
-        unsure[tried[matched]] = False
-        for i in index[unsure].tolist():
+        tried = np.flatnonzero(long & (places > 0) & (head_at + counts <= self.text_ends[records]))
+        matched = tried[_same_prefixes(rows[tried], self.letters, head_at[tried], counts[tried])]
+        found[matched] = True
+        unsure = long & (places > 1)
+        unsure[matched] = False
+        for i in np.flatnonzero(unsure).tolist():
             found[i] = self.texts[records[i]].find(protein(i)) >= 0
         return found
 
@@ -251,21 +285,26 @@ def base_codes(sequence: bytes) -> np.ndarray:
     return np.frombuffer(sequence.translate(_CODE), dtype=np.uint8)
 
 
-def codon_aminos(codes: np.ndarray) -> tuple[bytes, bytes]:
-    """(forward, reverse), [len - 2] bytes each: the amino acid of the codon at every position p of a sequence
-    (`base_codes`), and of that codon's reverse complement ('?' for a codon holding a letter outside A C G T).
-
-    The reverse strand's codon at reverse position r is the reverse complement of the forward codon at
-    len - 3 - r, so a reverse frame reads `reverse` backwards, every third byte, and nothing is reversed or coded
-    twice: every position's codon is coded once as a byte (25 a + 5 b + c, each base 0..4) and `bytes.translate`
-    turns the codes into amino acids, through the two tables."""
+def codon_codes(codes: np.ndarray) -> bytes:
+    """[len - 2] bytes: the codon at every position p of a sequence (`base_codes`), coded once as a byte,
+    25 a + 5 b + c (each base 0..4). `_AMINO5` turns a code into the codon's amino acid and `_AMINO5_RC` into that
+    of its reverse complement: the reverse strand's codon at reverse position r is the reverse complement of the
+    forward codon at len - 3 - r, so a reverse frame reads these codes backwards, every third byte, and nothing is
+    reversed or coded twice."""
     if len(codes) < 3:
-        return b"", b""
+        return b""
     index = codes[:-2] * np.uint8(25)          # <= 124: uint8 throughout
     index += codes[1:-1] * np.uint8(5)
     index += codes[2:]
-    index = index.tobytes()
-    return index.translate(_AMINO5), index.translate(_AMINO5_RC)
+    return index.tobytes()
+
+
+def frame_aminos(codons: bytes, begins: np.ndarray, width: int, step: int, table: bytes) -> np.ndarray:
+    """[frames, width] uint8: the amino acids of `width` codons of each frame from begins[i] (`codon_codes`
+    positions), forwards (step 3, table `_AMINO5`) or backwards (step -3, `_AMINO5_RC`): a gather of the codes,
+    then one `bytes.translate` of the rows gathered, so only the frames asked for are translated."""
+    rows = strided_rows(codons, begins, width, step)
+    return np.frombuffer(rows.tobytes().translate(table), dtype=np.uint8).reshape(rows.shape)
 
 
 def strided_rows(letters: bytes, begins: np.ndarray, width: int, step: int) -> np.ndarray:
@@ -345,7 +384,7 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     cds = CdsIndex([found or [] for _, _, found in records])
 
     # [windows, 6] frames F1 F2 F3 R1 R2 R3 (offset o = 0, 1, 2 of each strand): codons, where the first codon
-    # is in `codon_aminos`' strings (a reverse frame's, read backwards), and where it starts on its strand
+    # is in `codon_codes` (a reverse frame's, read backwards), and where it starts on its strand
     offsets = np.arange(3)
     forward_at = starts[:, None] + offsets
     reverse_at = (length - ends)[:, None] + offsets
@@ -353,19 +392,30 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     codon_at = np.concatenate([forward_at, length - 3 - reverse_at], axis=1).ravel()
     strand_at = np.concatenate([forward_at, reverse_at], axis=1).ravel()
     candidate = np.repeat(clean & with_cds & ~unusual, 6) & (counts > 0)
-    aminos = codon_aminos(codes)
-    width = max(read_length // 3 + 1, 8)       # a column past the longest frame (`_stop_free`), a key's 8 bytes
+    codons = codon_codes(codes)
     is_reverse = np.tile(np.arange(6) >= 3, len(starts))
-    frames_at, blocks = [], []
-    for strand, (step, at) in enumerate(((3, np.flatnonzero(candidate & ~is_reverse)),
-                                          (-3, np.flatnonzero(candidate & is_reverse)))):
-        rows = strided_rows(aminos[strand], codon_at[at], width, step)
-        stop_free = _stop_free(rows, counts[at])
-        frames_at.append(at[stop_free])
+    strands = ((3, _AMINO5, np.flatnonzero(candidate & ~is_reverse)), (-3, _AMINO5_RC, np.flatnonzero(candidate & is_reverse)))
+    # First each frame's head, its first eight amino acids, looked up in its record's translations: a frame
+    # whose first K are in none is kept by no rule, and that is most frames off a gene, so only the rest are
+    # translated in full and checked for stops (a frame shorter than K goes on, to the plain rule)
+    heads = [frame_aminos(codons, codon_at[at], 8, step, table) for step, table, at in strands]
+    at = np.concatenate([at for _, _, at in strands])
+    head_at, places = cds.head_places(np.concatenate(heads), counts[at], window_record[at // 6])
+    further = (counts[at] < CdsIndex.K) | (places > 0)
+    width = max(read_length // 3 + 1, 8)       # a column past the longest frame (`_stop_free`), a key's 8 bytes
+    frames_at, blocks, found_heads, done = [], [], [], 0
+    for step, table, strand_frames in strands:
+        on = further[done: done + len(strand_frames)]
+        picked = strand_frames[on]
+        rows = frame_aminos(codons, codon_at[picked], width, step, table)
+        stop_free = _stop_free(rows, counts[picked])
+        frames_at.append(picked[stop_free])
         blocks.append(rows[stop_free])
-    order = np.argsort(np.concatenate(frames_at), kind="stable")   # window-major, F1..R3 within a window:
-    frames_at = np.concatenate(frames_at)[order]                    # VirNucPro's order
-    rows = np.concatenate(blocks)[order]
+        found_heads.append(np.flatnonzero(on)[stop_free] + done)
+        done += len(strand_frames)
+    frames_at, found_heads = np.concatenate(frames_at), np.concatenate(found_heads)
+    order = np.argsort(frames_at, kind="stable")   # window-major, F1..R3 within a window: VirNucPro's order
+    frames_at, rows, found_heads = frames_at[order], np.concatenate(blocks)[order], found_heads[order]
     strand_at, counts = strand_at[frames_at], counts[frames_at]
     line_text = rows.tobytes().decode("ascii")
     begins = np.arange(len(frames_at), dtype=np.int64) * width
@@ -373,7 +423,8 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     def protein(i: int) -> str:
         return line_text[begins[i]: begins[i] + counts[i]]
 
-    kept = cds.contains_frames(rows, counts, window_record[frames_at // 6], protein)
+    kept = cds.contains_frames(rows, counts, window_record[frames_at // 6], protein,
+                               (head_at[found_heads], places[found_heads]))
     # each kept frame's id (read k of record r is window k - first_window[r] of the batch, VirNucPro's
     # <record>_chunk_<k + 1>) and nucleotide: from its first codon on its strand, one base past its codons, cut
     # at the read's end; a reverse frame's is gathered backwards from the forward strand and complemented

@@ -250,6 +250,43 @@ def test_identify_writes_what_virnucpro_writes(tmp_path, monkeypatch, refseq, re
             assert stats["reads_other_letters"] >= 1 and stats["reads_ambiguous"] >= 2
 
 
+def test_identify_walks_the_genbank_file_beside_the_fasta_and_reads_ids_first_where_it_cannot(tmp_path, monkeypatch):
+    """A RefSeq genome FASTA is a run of its GenBank file's records in the same order, so identify walks the two
+    side by side without reading the FASTA's ids first. Where the orders differ, a GenBank record id repeats
+    later (a dict of Biopython's records keeps the last) or a FASTA record repeats, the output must still be what
+    VirNucPro writes from a dict of every GenBank record."""
+    import virnucpro_extract.genomes as genomes
+
+    rng = random.Random(23)
+    records, cds = [], {}
+    for k in range(8):
+        record_id = f"NC_w{k}.1"
+        sequence, translations = genome_with_genes(rng, rng.choice([900, 2500, 4000]))
+        records.append((record_id, sequence))
+        cds[record_id] = translations
+    write_genbank(tmp_path / "in_order.gbff.gz", records, cds)
+    write_genbank(tmp_path / "tail.gbff.gz", records[2:3], {records[2][0]: cds[records[5][0]]})
+    repeated = tmp_path / "repeated.gbff.gz"
+    repeated.write_bytes(gzip.compress(gzip.decompress((tmp_path / "in_order.gbff.gz").read_bytes())
+                                       + gzip.decompress((tmp_path / "tail.gbff.gz").read_bytes())))
+    ids_read = []
+    real_fasta_ids = genomes.fasta_ids
+    monkeypatch.setattr(genomes, "fasta_ids", lambda path: ids_read.append(path) or real_fasta_ids(path))
+    cases = [("middle run", records[3:6], "in_order", False), ("reversed", records[::-1], "in_order", True),
+             ("GenBank id repeated", records[1:4], "repeated", True),
+             ("FASTA record repeated", records[2:4] + records[3:4], "in_order", True)]
+    for name, fasta_records, genbank_name, reads_ids in cases:
+        fasta, genbank = tmp_path / f"{name}.fna.gz", tmp_path / f"{genbank_name}.gbff.gz"
+        write_genome_fasta(fasta, fasta_records)
+        ids_read.clear()
+        genomes.identify_genome(fasta, genbank, 300, tmp_path / "n.fa", tmp_path / "p.fa")
+        expected = rules.identified(fasta_records_gz(fasta), genbank_translations(genbank), 300)
+        assert expected, name
+        assert read_fasta_records(tmp_path / "n.fa") == [(i, n) for i, n, _ in expected], name
+        assert read_fasta_records(tmp_path / "p.fa") == [(i, p) for i, _, p in expected], name
+        assert bool(ids_read) == reads_ids, name
+
+
 def test_cds_lookup_answers_the_plain_rule_for_every_record_of_a_batch():
     """The lookup finds a frame's first six residues among every record's translations at once, then compares;
     small alphabets (six residues found in many places), frames that occur only in another record of the batch

@@ -32,6 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path
+
+try:   # ISA-L's inflate, about 3x zlib's on genome files (decompression is a third of the identification's time)
+    from isal import igzip
+except ImportError:   # the standard library's, where isal is not installed
+    igzip = None
+
 AMBIGUOUS = "NRYMKSWHBVD"
 BASES = "TCAG"
 AMINO_ACIDS = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"  # the standard table, TCAG order
@@ -470,13 +477,8 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
 # Files
 # ----------------------------------------------------------------------------------------------
 def _gzip_open(path):
-    """A binary gzip handle: ISA-L's inflate where isal is installed (about 3x zlib's speed on genome files,
-    and decompression is a third of the identification's time), else the standard library's."""
-    try:
-        from isal import igzip
-    except ImportError:
-        return gzip.open(path, "rb")
-    return igzip.open(path, "rb")
+    """A binary gzip handle: ISA-L's where isal is installed, else the standard library's."""
+    return igzip.open(path, "rb") if igzip is not None else gzip.open(path, "rb")
 
 
 def open_text(path) -> io.TextIOBase:
@@ -659,41 +661,78 @@ def _record_end(buffer: bytes, start: int, table_end: int) -> int:
     return buffer.find(b"\n//", start)
 
 
-def cds_translations(genbank, wanted: set[str] | None = None, block_size: int = 1 << 22) -> dict[str, list[str]]:
-    """{record id: the /translation of each CDS feature, in file order}, for the records in `wanted` (all if None).
-
-    A scan for just what VirNucPro takes from the GenBank file, one record at a time: the record id as Biopython
-    gives it (VERSION's accession.version, else the accession, else the LOCUS name) and each CDS feature's
-    /translation, joined across lines with white space removed, as Biopython reads it; a CDS without one counts
-    as an empty translation, as in VirNucPro. Biopython parses every file in PREFLIGHT (which reports what does not
-    parse); parsing again here with it would cost more than the rest of the identification, so this reads only
-    those qualifiers (tests/test_genomes.py checks that the two agree). A record's translations are cleaned of
-    white space together, one `bytes.translate` a record: a translation holds no '"', which parts them.
-    """
-    translations = {}
+def genbank_entries(genbank, block_size: int = 1 << 22):
+    """(record id, where its feature table is) of each record of a GenBank file, in file order, the id as Biopython
+    gives it (VERSION's accession.version, else the accession, else the LOCUS name); `record_translations(*where)`
+    reads its CDS translations, for the records wanted only."""
     for block, record_start, record_end, features_at, table_end in genbank_records(genbank, block_size):
         words = {}
         for found in _HEADER_WORD.finditer(block, record_start, features_at if features_at >= 0 else record_end):
             words.setdefault(found.group(1), found.group(2).decode("ascii", errors="replace"))
-        record_id = _record_id(words.get(b"LOCUS"), words.get(b"ACCESSION"), words.get(b"VERSION"))
-        if wanted is not None and record_id not in wanted:
-            continue
-        parts = []
-        body = block.find(b"\n", features_at + 1, record_end) if features_at >= 0 else -1
-        # each CDS key line, and the first /translation after it unless another feature's key comes first
-        at = block.find(b"\n     CDS ", body, table_end) if body >= 0 else -1
-        while at >= 0:
-            start = block.find(_TRANSLATION, at, table_end)
-            if start < 0 or _FEATURE_KEY_LINE.search(block, at + 1, start):
-                parts.append(b"")
-            else:
-                start += len(_TRANSLATION)
-                close = block.find(b'"', start, table_end)
-                parts.append(block[start: close if close >= 0 else table_end])
-            at = block.find(b"\n     CDS ", at + 1, table_end)
-        translations[record_id] = (b'"'.join(parts).translate(None, b" \t\r\n").decode("ascii", errors="replace")
-                                   .split('"') if parts else [])
-    return translations
+        yield (_record_id(words.get(b"LOCUS"), words.get(b"ACCESSION"), words.get(b"VERSION")),
+               (block, record_end, features_at, table_end))
+
+
+def record_translations(block: bytes, record_end: int, features_at: int, table_end: int) -> list[str]:
+    """The /translation of each CDS feature of one record (`genbank_entries`), in file order, joined across lines
+    with white space removed, as Biopython reads it; a CDS without one counts as an empty translation, as in
+    VirNucPro. The translations are cleaned of white space together, one `bytes.translate` a record: a
+    translation holds no '"', which parts them."""
+    parts = []
+    body = block.find(b"\n", features_at + 1, record_end) if features_at >= 0 else -1
+    # each CDS key line, and the first /translation after it unless another feature's key comes first
+    at = block.find(b"\n     CDS ", body, table_end) if body >= 0 else -1
+    while at >= 0:
+        start = block.find(_TRANSLATION, at, table_end)
+        if start < 0 or _FEATURE_KEY_LINE.search(block, at + 1, start):
+            parts.append(b"")
+        else:
+            start += len(_TRANSLATION)
+            close = block.find(b'"', start, table_end)
+            parts.append(block[start: close if close >= 0 else table_end])
+        at = block.find(b"\n     CDS ", at + 1, table_end)
+    return b'"'.join(parts).translate(None, b" \t\r\n").decode("ascii", errors="replace").split('"') if parts else []
+
+
+def cds_translations(genbank, wanted: set[str] | None = None, block_size: int = 1 << 22) -> dict[str, list[str]]:
+    """{record id: the /translation of each CDS feature, in file order}, for the records in `wanted` (all if None);
+    a record id met twice keeps its last record's, as a dict built from Biopython's parse does.
+
+    A scan for just what VirNucPro takes from the GenBank file (`genbank_entries`, `record_translations`).
+    Biopython parses every file in PREFLIGHT (which reports what does not parse); parsing again here with it would
+    cost more than the rest of the identification, so this reads only those qualifiers (tests/test_genomes.py
+    checks that the two agree).
+    """
+    return {record_id: record_translations(*where) for record_id, where in genbank_entries(genbank, block_size)
+            if wanted is None or record_id in wanted}
+
+
+class _NotInFileOrder(Exception):
+    """A genome FASTA whose records are not the GenBank file's in the same order (or not all in it)."""
+
+
+class _TranslationsInFileOrder:
+    """The CDS translations of the GenBank records a genome FASTA's records name, read as the two files are walked
+    side by side: RefSeq writes a genome FASTA's records in its GenBank file's order (a FASTA part of a release
+    being a run of the GenBank file's records), so one pass over each file serves, and nothing but the record in
+    hand is held. `get` raises _NotInFileOrder where the walk cannot give what a dict of every record would:
+    a record not found ahead; `finish` does where a record id used is met again later (a dict keeps the last)."""
+
+    def __init__(self, genbank):
+        self._entries = genbank_entries(genbank)
+        self._used = set()
+
+    def get(self, record_id: str) -> list[str]:
+        for entry_id, where in self._entries:
+            if entry_id == record_id and record_id not in self._used:
+                self._used.add(record_id)
+                return record_translations(*where)
+        raise _NotInFileOrder(record_id)
+
+    def finish(self) -> None:
+        for entry_id, _ in self._entries:
+            if entry_id in self._used:
+                raise _NotInFileOrder(entry_id)
 
 
 def _record_id(name, accession, version) -> str:
@@ -712,11 +751,27 @@ BATCH_RECORDS = 4096
 def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_out,
                     first_record: int = 0, last_record: int | None = None) -> IdentifyStats:
     """Write the kept frames of the FASTA's records [first_record, last_record) to the two identified FASTA files
-    (one line per sequence, the same ids in the same order); return what they gave."""
-    from .files import atomic_path
+    (one line per sequence, the same ids in the same order); return what they gave.
 
-    ids = fasta_ids(fasta)[first_record:last_record]
-    translations = cds_translations(genbank, {record_id.split("_chunk_")[0] for record_id in ids})
+    The GenBank file is walked beside the FASTA (`_TranslationsInFileOrder`), as RefSeq's files allow; where the
+    records are not in the same order (or one is missing, or an id is repeated), the outputs so far are dropped
+    and the FASTA's ids are read first, so that only the CDS translations of the records it names are loaded."""
+    try:
+        in_order = _TranslationsInFileOrder(genbank)
+        stats = _identify(fasta, in_order.get, read_length, nucleotide_out, protein_out, first_record, last_record,
+                          in_order.finish)
+    except _NotInFileOrder:
+        ids = fasta_ids(fasta)[first_record:last_record]
+        translations = cds_translations(genbank, {record_id.split("_chunk_")[0] for record_id in ids})
+        stats = _identify(fasta, translations.get, read_length, nucleotide_out, protein_out, first_record,
+                          last_record)
+    return stats
+
+
+def _identify(fasta, translations_of, read_length: int, nucleotide_out, protein_out, first_record: int,
+              last_record: int | None, finish=None) -> IdentifyStats:
+    """identify_genome's work, with the GenBank record's translations of a record id from `translations_of`
+    (None: no such record); `finish` runs before the outputs are renamed into place."""
     stats = IdentifyStats()
     with atomic_path(nucleotide_out) as nucleotide_tmp, atomic_path(protein_out) as protein_tmp, \
             open(nucleotide_tmp, "w") as nucleotide, open(protein_tmp, "w") as protein:
@@ -733,8 +788,7 @@ def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_ou
             if last_record is not None and index >= last_record:
                 break
             # VirNucPro looks the GenBank record up by the read id before '_chunk_'
-            key = f"{record_id}_chunk_1".split("_chunk_")[0]
-            found = translations.get(key)
+            found = translations_of(f"{record_id}_chunk_1".split("_chunk_")[0])
             if found is None:
                 stats.records_without_genbank.append(record_id)
             elif not any(found):
@@ -745,6 +799,8 @@ def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_ou
                 write(batch)
                 batch, batch_bases = [], 0
         write(batch)
+        if finish is not None:
+            finish()
     return stats
 
 

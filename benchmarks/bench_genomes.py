@@ -1,8 +1,8 @@
 """Genomes -> identified FASTA, per core: VirNucPro's own way (benchmarks/virnucpro_way.py) against the pipeline's
 identification (`genomes.identify_genome`, what `virnucpro-extract identify` runs), on the same .gz inputs, each in
 its own process pinned to one core; the outputs compared byte for byte. reads/s is over the work from the .gz files
-to the identified FASTA, timed inside each process (interpreter start and imports left out, for both); peak
-memory is the process's max RSS.
+to the identified FASTA, timed inside each process (interpreter start and imports left out, for both), the median
+of --rounds runs of each way (the two ways alternating); peak memory is the process's max RSS.
 
 Inputs (synthetic, random sequence, stop-free genes on both strands, annotated as RefSeq annotates them: a source
 feature, a gene feature before each CDS, the CDS with RefSeq's usual qualifiers before its /translation):
@@ -86,6 +86,12 @@ def timed(command: list[str], cwd: Path) -> dict:
             "peak_rss_gib": round(peak, 3) if peak is not None else None}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median work seconds, with every round's seconds beside it."""
+    middle = sorted(runs, key=lambda run: run["seconds"])[(len(runs) - 1) // 2]
+    return {**middle, "rounds_seconds": [run["seconds"] for run in runs]}
+
+
 def identify_stats(fasta: Path) -> dict:
     """Records, bases, reads and frames of the set (counted, not timed)."""
     from virnucpro_extract.genomes import fasta_records, read_windows
@@ -100,9 +106,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each way, alternating; the median is reported")
     args = parser.parse_args()
     doc = {"machine": platform.node(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-           "cores_used": 1, "sets": {}}
+           "cores_used": 1, "rounds": args.rounds, "statistic": "median of the rounds, each way", "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in args.sets.split(","):
@@ -111,8 +118,12 @@ def main():
             driver = DRIVER.format(bin=str(REPO / "bin"), benchmarks=str(REPO / "benchmarks"))
             for way in ("ours", "theirs"):
                 (folder / way).mkdir(exist_ok=True)
-            ours = timed([sys.executable, "-c", driver, "ours", str(fasta), str(genbank), str(folder / "ours")], folder)
-            theirs = timed([sys.executable, "-c", driver, "theirs", str(fasta), str(genbank), str(folder / "theirs")], folder)
+            runs = {"ours": [], "theirs": []}
+            for _ in range(args.rounds):   # the two ways alternate, so both meet the machine's moods alike
+                for way in runs:
+                    runs[way].append(timed([sys.executable, "-c", driver, way, str(fasta), str(genbank),
+                                            str(folder / way)], folder))
+            ours, theirs = (median_run(runs[way]) for way in ("ours", "theirs"))
             same = all((folder / "ours" / name).read_bytes() == (folder / "theirs" / name).read_bytes()
                        for name in ("identified_nucleotide.fa", "identified_protein.fa"))
             stats = identify_stats(fasta)

@@ -86,6 +86,17 @@ def timed(command: list[str], cwd: Path) -> dict:
             "peak_rss_gib": round(peak, 3) if peak is not None else None}
 
 
+def cpu_model() -> str:
+    """The processor's model name as Linux gives it (/proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run of median work seconds, with every round's seconds beside it."""
     middle = sorted(runs, key=lambda run: run["seconds"])[(len(runs) - 1) // 2]
@@ -108,7 +119,7 @@ def main():
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--rounds", type=int, default=3, help="runs of each way, alternating; the median is reported")
     args = parser.parse_args()
-    doc = {"machine": platform.node(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+    doc = {"machine": platform.node(), "cpu": cpu_model(), "cores_on_machine": os.cpu_count(), "python": platform.python_version(),
            "cores_used": 1, "rounds": args.rounds, "statistic": "median of the rounds, each way", "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -253,8 +253,9 @@ def test_identify_writes_what_virnucpro_writes(tmp_path, monkeypatch, refseq, re
 def test_identify_walks_the_genbank_file_beside_the_fasta_and_reads_ids_first_where_it_cannot(tmp_path, monkeypatch):
     """A RefSeq genome FASTA is a run of its GenBank file's records in the same order, so identify walks the two
     side by side without reading the FASTA's ids first. Where the orders differ, a GenBank record id repeats
-    later (a dict of Biopython's records keeps the last) or a FASTA record repeats, the output must still be what
-    VirNucPro writes from a dict of every GenBank record."""
+    (a dict of Biopython's records keeps the last, whether the repeat comes after every record the FASTA names
+    or among them) or a FASTA record repeats, the output must still be what VirNucPro writes from a dict of
+    every GenBank record."""
     import virnucpro_extract.genomes as genomes
 
     rng = random.Random(23)
@@ -266,14 +267,17 @@ def test_identify_walks_the_genbank_file_beside_the_fasta_and_reads_ids_first_wh
         cds[record_id] = translations
     write_genbank(tmp_path / "in_order.gbff.gz", records, cds)
     write_genbank(tmp_path / "tail.gbff.gz", records[2:3], {records[2][0]: cds[records[5][0]]})
-    repeated = tmp_path / "repeated.gbff.gz"
-    repeated.write_bytes(gzip.compress(gzip.decompress((tmp_path / "in_order.gbff.gz").read_bytes())
-                                       + gzip.decompress((tmp_path / "tail.gbff.gz").read_bytes())))
+    write_genbank(tmp_path / "head.gbff.gz", records[:3], cds)
+    write_genbank(tmp_path / "rest.gbff.gz", records[3:], cds)
+    for name, parts in (("repeated", ["in_order", "tail"]), ("repeated_within", ["head", "tail", "rest"])):
+        (tmp_path / f"{name}.gbff.gz").write_bytes(gzip.compress(b"".join(
+            gzip.decompress((tmp_path / f"{part}.gbff.gz").read_bytes()) for part in parts)))
     ids_read = []
     real_fasta_ids = genomes.fasta_ids
     monkeypatch.setattr(genomes, "fasta_ids", lambda path: ids_read.append(path) or real_fasta_ids(path))
     cases = [("middle run", records[3:6], "in_order", False), ("reversed", records[::-1], "in_order", True),
              ("GenBank id repeated", records[1:4], "repeated", True),
+             ("GenBank id repeated before a record the FASTA names later", records[1:5], "repeated_within", True),
              ("FASTA record repeated", records[2:4] + records[3:4], "in_order", True)]
     for name, fasta_records, genbank_name, reads_ids in cases:
         fasta, genbank = tmp_path / f"{name}.fna.gz", tmp_path / f"{genbank_name}.gbff.gz"

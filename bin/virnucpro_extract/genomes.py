@@ -402,9 +402,10 @@ def identify_records(records: list[tuple[str, str, list[str] | None]], read_leng
     codons = codon_codes(codes)
     is_reverse = np.tile(np.arange(6) >= 3, len(starts))
     strands = ((3, _AMINO5, np.flatnonzero(candidate & ~is_reverse)), (-3, _AMINO5_RC, np.flatnonzero(candidate & is_reverse)))
-    # First each frame's head, its first eight amino acids, looked up in its record's translations: a frame
-    # whose first K are in none is kept by no rule, and that is most frames off a gene, so only the rest are
-    # translated in full and checked for stops (a frame shorter than K goes on, to the plain rule)
+    # First each frame's head, its first K (six) amino acids, looked up in its record's translations: a frame
+    # whose head is in none is kept by no rule, and that is most frames off a gene, so only the rest are
+    # translated in full and checked for stops (a frame shorter than K goes on, to the plain rule). Eight are
+    # gathered, as a key is loaded as one eight-byte word
     heads = [frame_aminos(codons, codon_at[at], 8, step, table) for step, table, at in strands]
     at = np.concatenate([at for _, _, at in strands])
     head_at, places = cds.head_places(np.concatenate(heads), counts[at], window_record[at // 6])
@@ -715,8 +716,9 @@ class _TranslationsInFileOrder:
     """The CDS translations of the GenBank records a genome FASTA's records name, read as the two files are walked
     side by side: RefSeq writes a genome FASTA's records in its GenBank file's order (a FASTA part of a release
     being a run of the GenBank file's records), so one pass over each file serves, and nothing but the record in
-    hand is held. `get` raises _NotInFileOrder where the walk cannot give what a dict of every record would:
-    a record not found ahead; `finish` does where a record id used is met again later (a dict keeps the last)."""
+    hand is held. _NotInFileOrder is raised where the walk cannot give what a dict of every record would: by
+    `get` for a record not found ahead, and wherever a record id already used is met again (a dict keeps the
+    last), by `get` as it walks on or by `finish`, which walks the rest of the file."""
 
     def __init__(self, genbank):
         self._entries = genbank_entries(genbank)
@@ -724,7 +726,9 @@ class _TranslationsInFileOrder:
 
     def get(self, record_id: str) -> list[str]:
         for entry_id, where in self._entries:
-            if entry_id == record_id and record_id not in self._used:
+            if entry_id in self._used:
+                raise _NotInFileOrder(entry_id)
+            if entry_id == record_id:
                 self._used.add(record_id)
                 return record_translations(*where)
         raise _NotInFileOrder(record_id)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -389,6 +390,85 @@ def test_the_genbank_scan_reads_every_cds_translation_as_biopython_does(tmp_path
                                                                                                 "NC_000004.5")}
 
 
+def translation_one_column_right(path: Path) -> None:
+    """Move the /translation qualifiers of the file's first record one column right: Biopython reads the file as
+    before, the fast scan (which takes a qualifier in NCBI's column 22 only) would lose those translations."""
+    text = gzip.decompress(path.read_bytes()).decode()
+    first_end = text.index("\n//\n")
+    qualifier = "\n" + " " * 21 + '/translation="'
+    assert qualifier in text[:first_end]
+    first = text[:first_end].replace(qualifier, "\n" + " " * 22 + '/translation="')
+    path.write_bytes(gzip.compress((first + text[first_end:]).encode()))
+
+
+def locus_length_reaching_the_next_records_end(text: str) -> str:
+    """The first record's LOCUS length changed, and a COMMENT line of the right width added to the second record,
+    so that the first record's end predicted from its LOCUS length falls on the second record's '//' line (the
+    scan must not end the first record there and lose the second; Biopython only warns of the length)."""
+    first_end = text.index("\n//\n") + 4
+    first, second, rest = text[:first_end], text[first_end:], ""
+    second_end = second.index("\n//\n") + 4
+    second, rest = second[:second_end], second[second_end:]
+    length = int(re.match(r"LOCUS +\S+ +(\d+) bp", first).group(1))
+    line_end = first.index("\n", first.index("\nORIGIN") + 1)
+    at_features = second.index("\nFEATURES") + 1
+    for claimed in range(length + 1, 10 * length):
+        if len(str(claimed)) != len(str(length)):
+            break
+        full, part = divmod(claimed, 60)
+        predicted = line_end + 76 * full + (10 + part + -(-part // 10) if part else 0)
+        comment = predicted - (len(first) + second_end - 4)   # the second's '\n//' moves by the COMMENT line
+        if 14 <= comment <= 79:
+            first = first.replace(f" {length} bp", f" {claimed} bp", 1)
+            second = second[:at_features] + "COMMENT     " + "x" * (comment - 13) + "\n" + second[at_features:]
+            assert (first + second)[predicted:predicted + 3] == "\n//"
+            return first + second + rest
+    raise AssertionError("no LOCUS length lands on the next record's end")
+
+
+def test_preflight_identifies_a_genbank_file_the_scan_reads_otherwise_with_biopython(tmp_path):
+    """A GenBank file laid out otherwise than NCBI writes it could be read otherwise by the fast scan than by
+    Biopython (VirNucPro's reader), silently: PREFLIGHT reads every file both ways and picks Biopython for a file
+    where they differ, and the identification then writes what VirNucPro writes. A LOCUS length that reaches the
+    next record's end is read as Biopython reads it by the scan itself."""
+    from virnucpro_extract.genomes import cds_translations, identify_genome
+    from virnucpro_extract.preflight.genome_checks import check_genbank
+
+    rng = random.Random(31)
+    records, cds = [], {}
+    for k in range(3):
+        record_id = f"NC_x{k}.1"
+        sequence, translations = genome_with_genes(rng, 3000)
+        records.append((record_id, sequence))
+        cds[record_id] = translations
+    fasta = tmp_path / "x.1.genomic.fna.gz"
+    write_genome_fasta(fasta, records)
+    ncbi, shifted, long_locus = (tmp_path / f"{name}.genomic.gbff.gz" for name in ("ncbi", "shifted", "long_locus"))
+    write_genbank(ncbi, records, cds)
+    shutil.copy(ncbi, shifted)
+    translation_one_column_right(shifted)
+    long_locus.write_bytes(gzip.compress(locus_length_reaching_the_next_records_end(
+        gzip.decompress(ncbi.read_bytes()).decode()).encode()))
+    expected = {}
+    for genbank, reader in ((ncbi, "scan"), (shifted, "biopython"), (long_locus, "scan")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # Biopython warns of the LOCUS length
+            summary, errors = check_genbank(str(genbank), genbank)
+            translations = genbank_translations(genbank)
+        assert not errors and summary.genbank_reader == reader, genbank.name
+        if reader == "scan":
+            assert cds_translations(genbank) == translations, genbank.name
+        expected[genbank] = rules.identified(fasta_records_gz(fasta), translations, 300)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            identify_genome(fasta, genbank, 300, tmp_path / "n.fa", tmp_path / "p.fa", genbank_reader=reader)
+        assert read_fasta_records(tmp_path / "p.fa") == [(i, p) for i, _, p in expected[genbank]], genbank.name
+        assert read_fasta_records(tmp_path / "n.fa") == [(i, n) for i, n, _ in expected[genbank]], genbank.name
+    # the choice matters: the scan loses the shifted translation's frames
+    identify_genome(fasta, shifted, 300, tmp_path / "n.fa", tmp_path / "p.fa", genbank_reader="scan")
+    assert 0 < len(read_fasta_records(tmp_path / "p.fa")) < len(expected[shifted])
+
+
 def test_the_edge_cases_are_in_the_test_data(refseq):
     """What the comparison above covers: without these, agreeing would prove less."""
     expected = expected_identified(refseq, refseq / "viral.1.1.genomic.fna.gz")
@@ -479,6 +559,7 @@ def test_from_genomes_and_identified_fasta_to_features_with_a_kill_and_resume(tm
     (data / "vertebrate_mammalian.1.genomic.gbff.gz").rename(data / "vertebrate_other.1.genomic.gbff.gz")
     (data / "vertebrate_mammalian.1.1.genomic.fna.gz").rename(data / "vertebrate_other.1.1.genomic.fna.gz")
     unsplit = unsplit_prefix(data, refseq)  # the most advanced stage wins: these, not the genomes beside them
+    translation_one_column_right(data / "bacteria.1.genomic.gbff.gz")   # identified with Biopython, PREFLIGHT says
     launch, outdir = tmp_path / "launch", tmp_path / "launch" / "results"
     launch.mkdir()
     args = run_args(data, tiny_model, tiny_dna_model, outdir)
@@ -546,6 +627,8 @@ def test_from_genomes_and_identified_fasta_to_features_with_a_kill_and_resume(tm
                       "vertebrate_other.1.1": "unsplit"}
     warnings = "\n".join(line for line in nextflow_output(resumed).splitlines() if line.startswith("WARN: "))
     assert "record(s) not in" in warnings and "have no CDS translation" in warnings, warnings
+    assert re.search(r"bacteria\.1\.genomic\.gbff\.gz: record NC_bact0\.1: laid out otherwise than NCBI writes GenBank "
+                     r"files .* so it is identified with Biopython", warnings), warnings
 
     # -resume once more: every task from the cache, the same bytes published
     before = {p: p.read_bytes() for p in sorted((outdir / "chunks").rglob("*.fa"))}

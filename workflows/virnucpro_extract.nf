@@ -113,7 +113,8 @@ workflow VIRNUCPRO_EXTRACT {
         .flatMap { summary -> summary.identify_jobs }
         .map { job ->
             [[id: "${job.prefix}.shard_${job.shard}", prefix: job.prefix, label: job.label, shard: job.shard,
-              shards: job.shards, first: job.first, last: job.last, genome: job.fasta], file(job.fasta), file(job.genbank)]
+              shards: job.shards, first: job.first, last: job.last, genome: job.fasta,
+              genbank_reader: job.genbank_reader ?: 'scan'], file(job.fasta), file(job.genbank)]
         }
     IDENTIFY_FRAMES(ch_identify_in)
     ch_split_from_genomes = IDENTIFY_FRAMES.out.frames

@@ -338,15 +338,20 @@ def report(validations, samples, preflight_json, embed_stats, merge_stats, dna_s
 @click.option("--first_record", type=click.IntRange(min=0), default=0, show_default=True,
               help="Identify the FASTA's records from this index ...")
 @click.option("--last_record", type=click.IntRange(min=0), default=None, help="... up to (not including) this one.")
+@click.option("--genbank_reader", type=click.Choice(["scan", "biopython"]), default="scan", show_default=True,
+              help="How the GenBank file's CDS translations are read: the fast scan of NCBI's layout, or Biopython "
+                   "(PREFLIGHT picks it for a file the scan would read otherwise).")
 @click.option("--nucleotide_out", required=True, type=click.Path(dir_okay=False))
 @click.option("--protein_out", required=True, type=click.Path(dir_okay=False))
 @click.option("--stats", type=click.Path(dir_okay=False), help="Write records, reads, frames kept ... as JSON here.")
 @reports_input_errors
-def identify(fasta, genbank, read_length, first_record, last_record, nucleotide_out, protein_out, stats):
+def identify(fasta, genbank, read_length, first_record, last_record, genbank_reader, nucleotide_out, protein_out,
+             stats):
     """RefSeq genomes -> identified FASTA, as VirNucPro's make_train_dataset_300/500.py writes it."""
     from .genomes import identify_genome
 
-    result = identify_genome(fasta, genbank, read_length, nucleotide_out, protein_out, first_record, last_record)
+    result = identify_genome(fasta, genbank, read_length, nucleotide_out, protein_out, first_record, last_record,
+                             genbank_reader)
     if stats:
         write_json(stats, result.as_dict())
     click.echo(f"identify: {result.records} records, {result.reads} reads ({result.reads_ambiguous} with ambiguous "

@@ -646,8 +646,10 @@ def _record_end(buffer: bytes, start: int, table_end: int) -> int:
 
     The sequence section is most of a record's bytes and holds nothing VirNucPro takes, so it is not searched:
     its length follows from the LOCUS line's (lines of 60 bases after a 9-column position, a space before each 10),
-    and the '//' is looked for there. A record laid out otherwise is searched for its '//' instead. The ORIGIN line
-    is looked for from the end of the feature table, which `_feature_table` has found (table_end), if any."""
+    and the '//' is looked for there, once the bytes before it are known to hold no '/' (one memchr: a sequence
+    section holds none, so the record's own '//' is not earlier, and a later record's is not taken for it). A
+    record laid out otherwise is searched for its '//' instead. The ORIGIN line is looked for from the end of the
+    feature table, which `_feature_table` has found (table_end), if any."""
     section = _ORIGIN_OR_END.search(buffer, max(start, table_end))   # a record without ORIGIN (CONTIG, say) ends
     if section is None or section.group(1) == b"//":                 # at its own '//'
         return section.start() if section else -1
@@ -657,7 +659,7 @@ def _record_end(buffer: bytes, start: int, table_end: int) -> int:
         bases = int(locus.group(1))
         full, rest = divmod(bases, 60)
         expected = line_end + 76 * full + (10 + rest + -(-rest // 10) if rest else 0)
-        if buffer.startswith(b"\n//", expected):
+        if buffer.startswith(b"\n//", expected) and buffer.find(b"/", line_end, expected) < 0:
             return expected
     return buffer.find(b"\n//", start)
 
@@ -695,14 +697,39 @@ def record_translations(block: bytes, record_end: int, features_at: int, table_e
     return b'"'.join(parts).translate(None, b" \t\r\n").decode("ascii", errors="replace").split('"') if parts else []
 
 
+def scanned_records(genbank):
+    """(record id, CDS translations) of each record of a GenBank file, in file order, as the scan reads them
+    (`genbank_entries`, `record_translations`): what PREFLIGHT compares with `biopython_records`."""
+    for record_id, where in genbank_entries(genbank):
+        yield record_id, record_translations(*where)
+
+
+def biopython_records(genbank):
+    """(record id, the /translation of each CDS feature, '' where a CDS has none) of each record of a GenBank file,
+    in file order, read by Biopython exactly as VirNucPro reads them: the reference PREFLIGHT checks the scan
+    against, for every file, and the reader of a file laid out so that the scan would read it otherwise."""
+    from Bio import SeqIO
+
+    with open_text(genbank) as handle:
+        for record in SeqIO.parse(handle, "genbank"):
+            yield record.id, [feature.qualifiers.get("translation", [""])[0] for feature in record.features
+                              if feature.type == "CDS"]
+
+
+def biopython_cds_translations(genbank, wanted: set[str] | None = None) -> dict[str, list[str]]:
+    """`cds_translations`, read by Biopython (`biopython_records`)."""
+    return {record_id: found for record_id, found in biopython_records(genbank)
+            if wanted is None or record_id in wanted}
+
+
 def cds_translations(genbank, wanted: set[str] | None = None, block_size: int = 1 << 22) -> dict[str, list[str]]:
     """{record id: the /translation of each CDS feature, in file order}, for the records in `wanted` (all if None);
     a record id met twice keeps its last record's, as a dict built from Biopython's parse does.
 
     A scan for just what VirNucPro takes from the GenBank file (`genbank_entries`, `record_translations`).
-    Biopython parses every file in PREFLIGHT (which reports what does not parse); parsing again here with it would
-    cost more than the rest of the identification, so this reads only those qualifiers (tests/test_genomes.py
-    checks that the two agree).
+    Biopython parses every file in PREFLIGHT (which reports what does not parse, and compares its reading of every
+    record with this scan's: a file where they differ is read with `biopython_cds_translations` instead); parsing
+    again here with it would cost more than the rest of the identification, so this reads only those qualifiers.
     """
     return {record_id: record_translations(*where) for record_id, where in genbank_entries(genbank, block_size)
             if wanted is None or record_id in wanted}
@@ -740,7 +767,8 @@ class _TranslationsInFileOrder:
 
 
 def _record_id(name, accession, version) -> str:
-    """Biopython's record.id: VERSION's accession.version, else the accession, else the LOCUS name."""
+    """The record id Biopython gives an NCBI file's record: VERSION's accession.version, else the accession, else
+    the LOCUS name (Biopython's rule differs in headers NCBI does not write, which PREFLIGHT's comparison finds)."""
     if version and version.count(".") == 1 and version.split(".")[1].isdigit():
         return version
     return version or accession or name or ""
@@ -752,24 +780,41 @@ BATCH_BASES = 1 << 18
 BATCH_RECORDS = 4096
 
 
+GENBANK_READERS = ("scan", "biopython")
+
+
 def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_out,
-                    first_record: int = 0, last_record: int | None = None) -> IdentifyStats:
+                    first_record: int = 0, last_record: int | None = None, genbank_reader: str = "scan") -> IdentifyStats:
     """Write the kept frames of the FASTA's records [first_record, last_record) to the two identified FASTA files
     (one line per sequence, the same ids in the same order); return what they gave.
 
     The GenBank file is walked beside the FASTA (`_TranslationsInFileOrder`), as RefSeq's files allow; where the
     records are not in the same order (or one is missing, or an id is repeated), the outputs so far are dropped
-    and the FASTA's ids are read first, so that only the CDS translations of the records it names are loaded."""
+    and the FASTA's ids are read first, so that only the CDS translations of the records it names are loaded.
+    genbank_reader "biopython" (PREFLIGHT's choice for a file the scan reads otherwise than Biopython) reads the
+    translations with Biopython, the FASTA's ids first."""
+    if genbank_reader not in GENBANK_READERS:
+        raise ValueError(f"genbank_reader {genbank_reader!r}: one of {', '.join(GENBANK_READERS)}")
+    if genbank_reader == "biopython":
+        return _identify_ids_first(fasta, genbank, read_length, nucleotide_out, protein_out, first_record,
+                                   last_record, biopython_cds_translations)
     try:
         in_order = _TranslationsInFileOrder(genbank)
         stats = _identify(fasta, in_order.get, read_length, nucleotide_out, protein_out, first_record, last_record,
                           in_order.finish)
     except _NotInFileOrder:
-        ids = fasta_ids(fasta)[first_record:last_record]
-        translations = cds_translations(genbank, {record_id.split("_chunk_")[0] for record_id in ids})
-        stats = _identify(fasta, translations.get, read_length, nucleotide_out, protein_out, first_record,
-                          last_record)
+        stats = _identify_ids_first(fasta, genbank, read_length, nucleotide_out, protein_out, first_record,
+                                    last_record, cds_translations)
     return stats
+
+
+def _identify_ids_first(fasta, genbank, read_length: int, nucleotide_out, protein_out, first_record: int,
+                        last_record: int | None, read_translations) -> IdentifyStats:
+    """identify_genome with the FASTA's ids read first, and then the CDS translations of only the GenBank records
+    they name: `read_translations(genbank, wanted)`, `cds_translations` or `biopython_cds_translations`."""
+    wanted = {record_id.split("_chunk_")[0] for record_id in fasta_ids(fasta)[first_record:last_record]}
+    translations = read_translations(genbank, wanted)
+    return _identify(fasta, translations.get, read_length, nucleotide_out, protein_out, first_record, last_record)
 
 
 def _identify(fasta, translations_of, read_length: int, nucleotide_out, protein_out, first_record: int,

@@ -86,7 +86,8 @@ def run_preflight(params: dict, outdir, schema=None, workers: int = 1, discover_
         jobs, earlier_errors, warnings = check_earlier(earlier, files, workers)
         errors += earlier_errors
     else:
-        jobs = [dict(_job_base(stage), shard=1, shards=1, first=0, last=None) for stage in earlier]
+        jobs = [dict(_job_base(stage), shard=1, shards=1, first=0, last=None, genbank_reader="scan")
+                for stage in earlier]
     for line in warnings:
         print(line, file=sys.stderr)
     if errors:
@@ -147,7 +148,7 @@ def check_earlier(earlier: list[EarlierStage], files: InputFiles, workers: int =
     else:
         results = {k: _check_file(work[k]) for k in keys}
     errors = [e for _, found in results.values() for e in found]
-    jobs, warnings = [], []
+    jobs, warnings, slow_genbanks = [], [], set()
     for stage in earlier:
         base = _job_base(stage)
         if stage.stage == "unsplit":
@@ -159,6 +160,11 @@ def check_earlier(earlier: list[EarlierStage], files: InputFiles, workers: int =
         fasta, _ = results[("fasta", stage.fasta)]
         if genbank is None or fasta is None:
             continue
+        if genbank.scan_differs_at is not None and stage.genbank not in slow_genbanks:
+            slow_genbanks.add(stage.genbank)
+            warnings.append(f"warning: {stage.genbank}: {genbank.scan_differs_at}: laid out otherwise than NCBI "
+                            "writes GenBank files (the fast scan reads its CDS translations otherwise than Biopython "
+                            "does), so it is identified with Biopython: the same output, more slowly")
         absent = [i for i in fasta.ids if i.split("_chunk_")[0] not in genbank.cds_per_record]
         without = [i for i in fasta.ids if genbank.cds_per_record.get(i.split("_chunk_")[0]) == 0]
         if absent:
@@ -170,6 +176,7 @@ def check_earlier(earlier: list[EarlierStage], files: InputFiles, workers: int =
         shards = fasta.shards()
         for number, (first, last) in enumerate(shards, start=1):
             jobs.append({**base, "shard": number, "shards": len(shards), "first": first, "last": last,
+                         "genbank_reader": genbank.genbank_reader,
                          "records": last - first, "bases": sum(fasta.lengths[first:last]),
                          "records_not_in_genbank": len(absent), "records_without_cds": len(without)})
     return jobs, errors, warnings

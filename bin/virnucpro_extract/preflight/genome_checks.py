@@ -20,10 +20,16 @@ CUT_OFF_FIX = "download it again (the copy ends before the end of its gzip strea
 
 @dataclass
 class GenbankSummary:
-    """Record ids of a GenBank file, with how many CDS translations each has."""
+    """Record ids of a GenBank file, with how many CDS translations each has; and the first record the fast scan
+    (`genomes.scanned_records`) reads otherwise than Biopython, if any: that file is identified with Biopython."""
 
     path: str
     cds_per_record: dict[str, int] = field(default_factory=dict)
+    scan_differs_at: str | None = None
+
+    @property
+    def genbank_reader(self) -> str:
+        return "biopython" if self.scan_differs_at is not None else "scan"
 
 
 @dataclass
@@ -52,20 +58,37 @@ def _gzip_failure(exc: BaseException) -> bool:
         "compressed file ended" in str(exc).lower() or "not a gzipped file" in str(exc).lower()
 
 
-def check_genbank(origin: str, local) -> tuple[GenbankSummary | None, list[InputError]]:
-    """Parse a GenBank file to its end (Biopython); its records' CDS translation counts, or the error."""
-    from Bio import SeqIO
+def _scan_readings(local):
+    """The scan's (record id, translations) of each record, then None for ever: also where the scan fails on a
+    file Biopython may yet read (so the two differ there)."""
+    from ..genomes import scanned_records
 
-    from ..genomes import open_text
+    try:
+        yield from scanned_records(local)
+    except Exception:  # noqa: BLE001  (any failure of the scan means only that Biopython reads this file)
+        pass
+    while True:
+        yield None
+
+
+def check_genbank(origin: str, local) -> tuple[GenbankSummary | None, list[InputError]]:
+    """Parse a GenBank file to its end (Biopython); its records' CDS translation counts, or the error. Beside it,
+    the fast scan that identification uses reads the file too, and must read every record as Biopython does
+    (id and CDS translations): a layout NCBI does not write could make it read otherwise, silently, so the first
+    record where it does is kept (`scan_differs_at`) and the file is then identified with Biopython."""
+    from ..genomes import biopython_records
 
     summary = GenbankSummary(origin)
+    scanned = _scan_readings(local)
     last = None
     try:
-        with open_text(local) as handle:
-            for record in SeqIO.parse(handle, "genbank"):
-                summary.cds_per_record[record.id] = sum(
-                    1 for f in record.features if f.type == "CDS" and f.qualifiers.get("translation", [""])[0])
-                last = record.id
+        for record_id, translations in biopython_records(local):
+            summary.cds_per_record[record_id] = sum(1 for translation in translations if translation)
+            if summary.scan_differs_at is None and next(scanned) != (record_id, translations):
+                summary.scan_differs_at = f"record {record_id}"
+            last = record_id
+        if summary.scan_differs_at is None and next(scanned) is not None:
+            summary.scan_differs_at = f"after record {last}"
     except Exception as exc:  # Biopython raises ValueError and others; a cut-off .gz raises EOFError
         where = f"after record {last}" if last else "first record"
         if _gzip_failure(exc):

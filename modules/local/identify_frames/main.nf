@@ -27,6 +27,7 @@ process IDENTIFY_FRAMES {
         --genbank ${genbank} \\
         --first_record ${meta.first} \\
         --last_record ${meta.last} \\
+        --genbank_reader ${meta.genbank_reader} \\
         --nucleotide_out ${meta.id}.identified_nucleotide.fa \\
         --protein_out ${meta.id}.identified_protein.fa \\
         --stats ${meta.id}.identify.json \\

@@ -605,11 +605,13 @@ def genbank_records(path, block_size: int = 1 << 22):
     """Each record of a GenBank file (plain or .gz) up to its '//' line, as (buffer, start, end, features, table_end):
     the record is buffer[start:end], left in the block it was read in (a record is not copied out; searches take
     the bounds); its FEATURES line starts at `features` and its feature table ends at `table_end` (both -1 with no
-    FEATURES line). One block of the file in memory at a time, or one record where a record is longer."""
+    FEATURES line). One block of the file in memory at a time, or up to twice a record where a record is longer:
+    while a record is not whole, the next read is as long as what is held, so the buffer doubles and a long
+    record is searched from its start a few times (O(its length) in all), not once a block."""
     with open_binary(path) as handle:
         buffer = b""
         while True:
-            block = handle.read(block_size)
+            block = handle.read(max(block_size, len(buffer)))
             buffer = buffer + block if buffer else block
             start = 0
             while True:

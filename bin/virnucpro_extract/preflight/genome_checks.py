@@ -87,7 +87,9 @@ def check_genbank(origin: str, local) -> tuple[GenbankSummary | None, list[Input
             if summary.scan_differs_at is None and next(scanned) != (record_id, translations):
                 summary.scan_differs_at = f"record {record_id}"
             last = record_id
-        if summary.scan_differs_at is None and next(scanned) is not None:
+        # records the scan finds after Biopython's last (none where Biopython found none: that file is an error
+        # below, and a scan through a file that holds no record end would hold all of it)
+        if last is not None and summary.scan_differs_at is None and next(scanned) is not None:
             summary.scan_differs_at = f"after record {last}"
     except Exception as exc:  # Biopython raises ValueError and others; a cut-off .gz raises EOFError
         where = f"after record {last}" if last else "first record"

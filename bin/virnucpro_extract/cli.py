@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .defaults import DEFAULT_COMPILE_MIN_TOKENS, DEFAULT_DNABERT_MODEL, DEFAULT_ESM_MODEL, DEFAULT_MAX_LENGTH, VERSION
+from .defaults import DEFAULT_COMPILE_MIN_TOKENS, DEFAULT_DNABERT_MODEL, DEFAULT_ESM_MODEL, DEFAULT_MAX_LENGTH, GENBANK_READERS, VERSION
 from .errors import InputError, InputErrors, out_of_memory_error
 from .files import write_json, write_text
 
@@ -338,7 +338,7 @@ def report(validations, samples, preflight_json, embed_stats, merge_stats, dna_s
 @click.option("--first_record", type=click.IntRange(min=0), default=0, show_default=True,
               help="Identify the FASTA's records from this index ...")
 @click.option("--last_record", type=click.IntRange(min=0), default=None, help="... up to (not including) this one.")
-@click.option("--genbank_reader", type=click.Choice(["scan", "biopython"]), default="scan", show_default=True,
+@click.option("--genbank_reader", type=click.Choice(GENBANK_READERS), default="scan", show_default=True,
               help="How the GenBank file's CDS translations are read: the fast scan of NCBI's layout, or Biopython "
                    "(PREFLIGHT picks it for a file the scan would read otherwise).")
 @click.option("--nucleotide_out", required=True, type=click.Path(dir_okay=False))

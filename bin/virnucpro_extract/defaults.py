@@ -17,6 +17,7 @@ DEFAULT_MAX_LENGTH = 1022          # residues kept per protein (ESM-2's 1024 pos
 DEFAULT_CHUNKS_PER_TASK = 128      # chunk files per GPU task: one model load and compile per task
 DEFAULT_COMPILE_MIN_TOKENS = 4_000_000
 DEFAULT_SEED = 42
+GENBANK_READERS = ("scan", "biopython")   # identify --genbank_reader: the fast scan of NCBI's layout, or Biopython
 
 VIRAL_PREFIXES = ("viral",)
 HOST_PREFIXES = ("vertebrate", "protozoa", "plant", "invertebrate", "fungi", "bacteria", "archaea")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import GENBANK_READERS
 from .files import atomic_path
 
 try:   # ISA-L's inflate, about 3x zlib's on genome files (decompression is a third of the identification's time)
@@ -780,9 +781,6 @@ def _record_id(name, accession, version) -> str:
 # pass, not one each, while memory stays at a batch (and a bacterial chromosome is a batch of its own)
 BATCH_BASES = 1 << 18
 BATCH_RECORDS = 4096
-
-
-GENBANK_READERS = ("scan", "biopython")
 
 
 def identify_genome(fasta, genbank, read_length: int, nucleotide_out, protein_out,

@@ -65,7 +65,7 @@ def _scan_readings(local):
 
     try:
         yield from scanned_records(local)
-    except Exception:  # noqa: BLE001  (any failure of the scan means only that Biopython reads this file)
+    except Exception:  # any failure of the scan means only that Biopython reads this file
         pass
     while True:
         yield None
